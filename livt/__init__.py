@@ -1,0 +1,1 @@
+"""The ``livt`` command and the Python client of the LiVT job service."""

@@ -1,0 +1,618 @@
+"""Validated run configurations and the per-dataset presets that fill them.
+
+A run is described by one of :class:`PretrainConfig` (MGP), :class:`FinetuneConfig` (BFT) or
+:class:`EvaluateConfig`. Every field carries the paper's default (Xu et al., "Learning Imbalanced
+Data with Vision Transformers", CVPR 2023; see ``docs/method.md``); presets override the defaults
+per dataset, and users override presets. :func:`resolve_config` does that merge and validates the
+result, raising :class:`ConfigErrors` whose entries name each bad field and its fix.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+from livt_core.errors import ConfigError, LivtError
+
+Kind = Literal["pretrain", "finetune", "evaluate"]
+KINDS: tuple[str, ...] = ("pretrain", "finetune", "evaluate")
+
+
+class ConfigErrors(LivtError, ValueError):
+    """One or more invalid settings; ``errors`` holds a :class:`ConfigError` per field."""
+
+    reason = "invalid_config"
+
+    def __init__(self, errors: Sequence[ConfigError]) -> None:
+        self.errors = list(errors)
+        super().__init__("; ".join(str(e) for e in self.errors))
+
+    def __reduce__(self):
+        return (type(self), (self.errors,))
+
+
+def _fail(message: str) -> PydanticCustomError:
+    return PydanticCustomError("livt_config", message)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+
+class DataConfig(_Strict):
+    """Where the images come from and how they are sampled into a long-tailed set."""
+
+    dataset: str = Field("fashion-mnist-lt", description="data set kind (see `livt_core.data`)")
+    root: str | None = Field(None, description="data folder; None = the bundled demo subset")
+    img_size: int = Field(224, description="input resolution in pixels")
+    in_chans: int | None = Field(None, description="image channels; None = the data set's own")
+    imbalance_factor: float = Field(100.0, description="γ = n_max / n_min for the *-lt sets")
+    profile: Literal["exp", "step"] = "exp"
+    n_max: int | None = Field(None, description="images of the largest class; None = all")
+    lt_seed: int = Field(0, description="seed of the shuffle that picks the LT subset")
+    val_per_class: int | None = Field(None, description="held-out validation images per class")
+    train_split: str | None = Field(None, description="split file for `splitfile` data sets")
+    val_split: str | None = None
+    test_split: str | None = None
+    mean: tuple[float, ...] | None = Field(None, description="None = the data set's statistics")
+    std: tuple[float, ...] | None = None
+    num_workers: int = Field(4, description="DataLoader worker processes per rank")
+
+    @field_validator("img_size")
+    @classmethod
+    def _img_size(cls, v: int) -> int:
+        if v < 8:
+            raise _fail("must be at least 8 pixels; set data.img_size to e.g. 28, 32 or 224")
+        return v
+
+    @field_validator("imbalance_factor")
+    @classmethod
+    def _gamma(cls, v: float) -> float:
+        if v < 1:
+            raise _fail("must be ≥ 1 (1 = balanced); set data.imbalance_factor to e.g. 10 or 100")
+        return v
+
+    @field_validator("n_max", "val_per_class")
+    @classmethod
+    def _positive_count(cls, v: int | None) -> int | None:
+        if v is not None and v <= 0:
+            raise _fail("must be a positive number of images, or null for the default")
+        return v
+
+    @field_validator("num_workers")
+    @classmethod
+    def _workers(cls, v: int) -> int:
+        if v < 0:
+            raise _fail("must be ≥ 0; set data.num_workers=0 to load in the main process")
+        return v
+
+    @field_validator("dataset")
+    @classmethod
+    def _known_dataset(cls, v: str) -> str:
+        from livt_core.data import list_datasets
+
+        names = list_datasets()
+        if v not in names:
+            raise _fail(f"unknown data set {v!r}; use one of: {', '.join(names)}")
+        return v
+
+    @model_validator(mode="after")
+    def _mean_std(self) -> DataConfig:
+        if (self.mean is None) != (self.std is None):
+            raise _fail("set both data.mean and data.std, or neither")
+        if self.mean is not None and self.std is not None and len(self.mean) != len(self.std):
+            raise _fail("data.mean and data.std must have one value per channel each")
+        return self
+
+
+def _check_model(name: str, *, mae: bool, kind: str) -> str:
+    from livt_core.models import is_mae_model, list_models
+
+    names = list_models()
+    wanted = [n for n in names if is_mae_model(n) == mae]
+    if name not in names:
+        raise _fail(f"unknown model {name!r}; use one of: {', '.join(wanted)}")
+    if is_mae_model(name) != mae:
+        raise _fail(
+            f"{kind} needs {'an MAE (mae_vit_*)' if mae else 'a classifier (vit_*)'} model, got "
+            f"{name!r}; use one of: {', '.join(wanted)}"
+        )
+    return name
+
+
+def _check_device(v: str) -> str:
+    if v not in ("auto", "cpu", "cuda") and not (v.startswith("cuda:") and v[5:].isdigit()):
+        raise _fail("use auto, cpu, cuda or cuda:N")
+    return v
+
+
+class _TrainBase(_Strict):
+    """Optimisation settings shared by the two training stages."""
+
+    data: DataConfig = Field(default_factory=DataConfig)
+    model_kwargs: dict[str, Any] = Field(
+        default_factory=dict, description="extra create_model overrides (depth, embed_dim, ...)"
+    )
+    epochs: int = 100
+    warmup_epochs: float = 10.0
+    batch_size: int = Field(64, description="images per device per step")
+    accum_iter: int = Field(1, description="gradient accumulation steps")
+    effective_batch_size: int | None = Field(
+        None,
+        description="if set, accum_iter = effective_batch_size / (batch_size × world size)",
+    )
+    blr: float = Field(1e-3, description="base lr; lr = blr × effective batch / 256")
+    lr: float | None = Field(None, description="absolute lr; overrides blr when set")
+    min_lr: float = 0.0
+    weight_decay: float = 0.05
+    betas: tuple[float, float] = (0.9, 0.999)
+    clip_grad: float | None = Field(None, description="max gradient norm; None = no clipping")
+    amp: Literal["auto", "bf16", "fp16", "off"] = "auto"
+    device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
+    seed: int = 0
+    max_steps_per_epoch: int | None = Field(None, description="cap on steps per epoch (smoke runs)")
+
+    @field_validator("epochs", "batch_size", "accum_iter")
+    @classmethod
+    def _positive_int(cls, v: int, info: Any) -> int:
+        if v <= 0:
+            raise _fail(f"must be a positive integer; set {info.field_name} to 1 or more")
+        return v
+
+    @field_validator("effective_batch_size", "max_steps_per_epoch")
+    @classmethod
+    def _optional_positive(cls, v: int | None, info: Any) -> int | None:
+        if v is not None and v <= 0:
+            raise _fail(f"must be a positive integer or null; set {info.field_name} accordingly")
+        return v
+
+    @field_validator("blr")
+    @classmethod
+    def _blr(cls, v: float) -> float:
+        if not v > 0:
+            raise _fail("must be > 0; set blr to a positive base learning rate such as 1e-3")
+        return v
+
+    @field_validator("lr")
+    @classmethod
+    def _lr(cls, v: float | None) -> float | None:
+        if v is not None and not v > 0:
+            raise _fail("must be > 0; set lr to a positive value or null to derive it from blr")
+        return v
+
+    @field_validator("min_lr", "weight_decay", "warmup_epochs")
+    @classmethod
+    def _non_negative(cls, v: float, info: Any) -> float:
+        if v < 0:
+            raise _fail(f"must be ≥ 0; set {info.field_name} to 0 or more")
+        return v
+
+    @field_validator("betas")
+    @classmethod
+    def _betas(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not all(0.0 <= b < 1.0 for b in v):
+            raise _fail("both AdamW betas must lie in [0, 1); e.g. betas=[0.9, 0.999]")
+        return v
+
+    @field_validator("clip_grad")
+    @classmethod
+    def _clip(cls, v: float | None) -> float | None:
+        if v is not None and not v > 0:
+            raise _fail("must be > 0 or null (no clipping)")
+        return v
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        return _check_device(v)
+
+    @model_validator(mode="after")
+    def _warmup(self) -> _TrainBase:
+        if self.warmup_epochs >= self.epochs and self.epochs > 1:
+            raise _fail(
+                f"warmup_epochs ({self.warmup_epochs}) must be smaller than epochs "
+                f"({self.epochs}); lower warmup_epochs"
+            )
+        if self.min_lr > (self.lr if self.lr is not None else float("inf")):
+            raise _fail("min_lr must not exceed lr")
+        return self
+
+
+class PretrainConfig(_TrainBase):
+    """MGP: masked generative pretraining (MAE) on the long-tailed training set."""
+
+    kind: Literal["pretrain"] = "pretrain"
+    model: str = "mae_vit_base_patch16"
+    mask_ratio: float = 0.75
+    norm_pix_loss: bool = True
+    epochs: int = 800
+    warmup_epochs: float = 40.0
+    blr: float = 1.5e-4
+    betas: tuple[float, float] = (0.9, 0.95)
+    weight_decay: float = 0.05
+    min_lr: float = 0.0
+
+    @field_validator("model")
+    @classmethod
+    def _model(cls, v: str) -> str:
+        return _check_model(v, mae=True, kind="pretrain")
+
+    @field_validator("mask_ratio")
+    @classmethod
+    def _mask_ratio(cls, v: float) -> float:
+        if not 0.0 < v < 1.0:
+            raise _fail("must lie strictly between 0 and 1; the paper uses mask_ratio=0.75")
+        return v
+
+
+class FinetuneConfig(_TrainBase):
+    """BFT: balanced fine-tuning of a ViT classifier, by default with the Bal-BCE loss."""
+
+    kind: Literal["finetune"] = "finetune"
+    model: str = "vit_base_patch16"
+    init: str | None = Field(None, description="MGP (or classifier) checkpoint to start from")
+    global_pool: bool = Field(True, description="mean of patch tokens → fc_norm → head")
+    drop_path: float = 0.1
+    layer_decay: float = 0.75
+    loss: str = "bal_bce"
+    tau: float = Field(1.0, description="τ of Bal-BCE / Bal-CE")
+    loss_kwargs: dict[str, Any] = Field(default_factory=dict)
+    smoothing: float = 0.1
+    mixup: float = 0.8
+    cutmix: float = 1.0
+    mixup_prob: float = 1.0
+    mixup_switch_prob: float = 0.5
+    auto_augment: str | None = "rand-m9-mstd0.5-inc1"
+    reprob: float = 0.25
+    remode: Literal["pixel", "rand", "const"] = "pixel"
+    epochs: int = 100
+    warmup_epochs: float = 10.0
+    blr: float = 1e-3
+    min_lr: float = 1e-6
+    betas: tuple[float, float] = (0.9, 0.99)
+    weight_decay: float = 0.05
+    eval_batch_size: int | None = None
+
+    @field_validator("model")
+    @classmethod
+    def _model(cls, v: str) -> str:
+        return _check_model(v, mae=False, kind="finetune")
+
+    @field_validator("loss")
+    @classmethod
+    def _loss(cls, v: str) -> str:
+        from livt_core.losses import list_losses
+
+        if v not in list_losses():
+            raise _fail(f"unknown loss {v!r}; use one of: {', '.join(list_losses())}")
+        return v
+
+    @field_validator("drop_path", "smoothing", "reprob", "mixup_prob", "mixup_switch_prob")
+    @classmethod
+    def _probability(cls, v: float, info: Any) -> float:
+        if not 0.0 <= v < 1.0 + 1e-12:
+            raise _fail(f"must lie in [0, 1]; set {info.field_name} accordingly")
+        return v
+
+    @field_validator("mixup", "cutmix")
+    @classmethod
+    def _alpha(cls, v: float, info: Any) -> float:
+        if v < 0:
+            raise _fail(f"must be ≥ 0 (0 switches it off); set {info.field_name}=0 or more")
+        return v
+
+    @field_validator("layer_decay")
+    @classmethod
+    def _layer_decay(cls, v: float) -> float:
+        if not 0.0 < v <= 1.0:
+            raise _fail("must lie in (0, 1]; 1 = no layer-wise decay, the paper uses 0.75")
+        return v
+
+    @field_validator("tau")
+    @classmethod
+    def _tau(cls, v: float) -> float:
+        if v < 0:
+            raise _fail("must be ≥ 0; the paper uses tau=1 (1.05 on Places-LT)")
+        return v
+
+    @model_validator(mode="after")
+    def _soft_targets(self) -> FinetuneConfig:
+        from livt_core.losses import SOFT_TARGET_LOSSES
+
+        mixing = (self.mixup > 0 or self.cutmix > 0) and self.mixup_prob > 0
+        if mixing and self.loss not in SOFT_TARGET_LOSSES:
+            raise _fail(
+                f"loss {self.loss!r} takes hard labels only, but Mixup/CutMix make soft targets; "
+                f"set mixup=0 and cutmix=0, or use one of: {', '.join(sorted(SOFT_TARGET_LOSSES))}"
+            )
+        return self
+
+
+class EvaluateConfig(_Strict):
+    """Long-tail evaluation of a classifier checkpoint on a held-out split."""
+
+    kind: Literal["evaluate"] = "evaluate"
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: str = "vit_base_patch16"
+    model_kwargs: dict[str, Any] = Field(default_factory=dict)
+    global_pool: bool = True
+    checkpoint: str | None = Field(None, description="classifier checkpoint to evaluate")
+    split: Literal["val", "test"] = "test"
+    batch_size: int = 128
+    amp: Literal["auto", "bf16", "fp16", "off"] = "auto"
+    device: str = "auto"
+    seed: int = 0
+
+    @field_validator("model")
+    @classmethod
+    def _model(cls, v: str) -> str:
+        return _check_model(v, mae=False, kind="evaluate")
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        return _check_device(v)
+
+    @field_validator("batch_size")
+    @classmethod
+    def _batch(cls, v: int) -> int:
+        if v <= 0:
+            raise _fail("must be a positive integer; set batch_size to 1 or more")
+        return v
+
+
+RunConfig = Annotated[PretrainConfig | FinetuneConfig | EvaluateConfig, Field(discriminator="kind")]
+CONFIG_CLASSES: dict[str, type[_Strict]] = {
+    "pretrain": PretrainConfig,
+    "finetune": FinetuneConfig,
+    "evaluate": EvaluateConfig,
+}
+
+
+def _fashion(kind: str) -> dict[str, Any]:
+    data = {
+        "dataset": "fashion-mnist-lt",
+        "img_size": 28,
+        "in_chans": 1,
+        "n_max": 1000,
+        "imbalance_factor": 100.0,
+        "num_workers": 2,
+    }
+    if kind == "pretrain":
+        return {
+            "data": data,
+            "model": "mae_vit_nano_patch4",
+            "epochs": 20,
+            "warmup_epochs": 2,
+            "batch_size": 128,
+            "blr": 1.5e-3,
+        }
+    if kind == "finetune":
+        return {
+            "data": data,
+            "model": "vit_nano_patch4",
+            "epochs": 30,
+            "warmup_epochs": 3,
+            "batch_size": 128,
+            "blr": 2e-3,
+            "layer_decay": 0.75,
+            "drop_path": 0.1,
+        }
+    return {"data": data, "model": "vit_nano_patch4", "batch_size": 256}
+
+
+def _large(
+    dataset_kind: str,
+    *,
+    split_files: tuple[str, str, str | None] | None,
+    mean: tuple[float, float, float] | None,
+    std: tuple[float, float, float] | None,
+    pretrain_img: int = 224,
+    finetune: dict[str, Any] | None = None,
+    data_extra: dict[str, Any] | None = None,
+) -> dict[str, dict[str, Any]]:
+    data: dict[str, Any] = {"dataset": dataset_kind, "img_size": 224, **(data_extra or {})}
+    if split_files is not None:
+        data.update(train_split=split_files[0], val_split=split_files[1], test_split=split_files[2])
+    if mean is not None:
+        data.update(mean=mean, std=std)
+    pre_data = {**data, "img_size": pretrain_img}
+    return {
+        "pretrain": {
+            "data": pre_data,
+            "model": "mae_vit_base_patch16",
+            "epochs": 800,
+            "warmup_epochs": 40,
+            "effective_batch_size": 4096,
+            "batch_size": 256,
+            "blr": 1.5e-4,
+        },
+        "finetune": {
+            "data": data,
+            "model": "vit_base_patch16",
+            "effective_batch_size": 1024,
+            "batch_size": 128,
+            **(finetune or {}),
+        },
+        "evaluate": {"data": data, "model": "vit_base_patch16"},
+    }
+
+
+_IMAGENET_LT_STATS = ((0.479672, 0.457713, 0.407721), (0.278976, 0.271203, 0.286062))
+_INAT_STATS = ((0.466, 0.471, 0.380), (0.195, 0.194, 0.192))
+_IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+
+#: Per-dataset overrides of the paper's defaults, per run kind.
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    "imagenet-lt": _large(
+        "splitfile",
+        split_files=("ImageNet_LT_train.txt", "ImageNet_LT_val.txt", "ImageNet_LT_test.txt"),
+        mean=_IMAGENET_LT_STATS[0],
+        std=_IMAGENET_LT_STATS[1],
+        finetune={"epochs": 100, "warmup_epochs": 10},
+    ),
+    "inat18": _large(
+        "splitfile",
+        split_files=("iNaturalist18_train.txt", "iNaturalist18_val.txt", None),
+        mean=_INAT_STATS[0],
+        std=_INAT_STATS[1],
+        pretrain_img=128,
+        finetune={"epochs": 100, "warmup_epochs": 10, "drop_path": 0.2},
+    ),
+    "places-lt": _large(
+        "splitfile",
+        split_files=("Places_LT_train.txt", "Places_LT_val.txt", "Places_LT_test.txt"),
+        mean=_IMAGENET_STATS[0],
+        std=_IMAGENET_STATS[1],
+        finetune={"epochs": 30, "warmup_epochs": 5, "tau": 1.05},
+    ),
+    "cifar10-lt": _large(
+        "cifar10-lt",
+        split_files=None,
+        mean=None,
+        std=None,
+        pretrain_img=64,
+        finetune={"epochs": 20, "warmup_epochs": 2, "layer_decay": 0.65},
+        data_extra={"img_size": 64, "imbalance_factor": 10.0},
+    ),
+    "cifar100-lt": _large(
+        "cifar100-lt",
+        split_files=None,
+        mean=None,
+        std=None,
+        pretrain_img=64,
+        finetune={"epochs": 20, "warmup_epochs": 2, "layer_decay": 0.65},
+        data_extra={"img_size": 64, "imbalance_factor": 10.0},
+    ),
+    "fashion-mnist-lt": {kind: _fashion(kind) for kind in KINDS},
+}
+
+
+def list_presets() -> list[str]:
+    return sorted(PRESETS)
+
+
+def deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    """Returns ``base`` updated by ``update``; nested mappings merge, everything else replaces."""
+    out = copy.deepcopy(dict(base))
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _loc_to_field(loc: Sequence[Any]) -> str:
+    parts = [str(p) for p in loc if not isinstance(p, int)]
+    # a discriminated union adds the tag (e.g. "finetune") as the first element
+    if parts and parts[0] in KINDS:
+        parts = parts[1:]
+    return ".".join(parts) or "config"
+
+
+def errors_from_validation(exc: ValidationError, prefix: str = "") -> list[ConfigError]:
+    """Turns a pydantic ValidationError into ConfigErrors that name the field and the fix."""
+    out = []
+    for err in exc.errors(include_url=False):
+        field = _loc_to_field(err.get("loc", ()))
+        if prefix:
+            field = f"{prefix}.{field}" if field != "config" else prefix
+        kind = err.get("type")
+        msg = str(err.get("msg", "invalid value"))
+        fix = None
+        if kind == "extra_forbidden":
+            msg = "unknown setting"
+            fix = "remove it or check its spelling (see `livt train KIND --help-config`)"
+        elif kind == "missing":
+            msg = "is required"
+            fix = "set it"
+        elif kind not in ("livt_config",):
+            fix = None
+        out.append(ConfigError(field, msg, fix))
+    return out
+
+
+def preset_overrides(kind: str, preset: str | None) -> dict[str, Any]:
+    if preset is None:
+        return {}
+    if preset not in PRESETS:
+        raise ConfigErrors(
+            [
+                ConfigError(
+                    "preset",
+                    f"unknown preset {preset!r}",
+                    f"use one of: {', '.join(list_presets())}",
+                )
+            ]
+        )
+    return copy.deepcopy(PRESETS[preset].get(kind, {}))
+
+
+def resolve_config(
+    kind: str, preset: str | None = None, overrides: Mapping[str, Any] | None = None
+) -> PretrainConfig | FinetuneConfig | EvaluateConfig:
+    """Builds the validated config of a run: defaults ← preset ← overrides.
+
+    Raises :class:`ConfigErrors` (every bad field, with its fix) for invalid input.
+    """
+    if kind not in CONFIG_CLASSES:
+        raise ConfigErrors(
+            [ConfigError("kind", f"unknown run kind {kind!r}", f"use one of: {', '.join(KINDS)}")]
+        )
+    values = deep_merge(preset_overrides(kind, preset), dict(overrides or {}))
+    values.pop("kind", None)
+    try:
+        return CONFIG_CLASSES[kind].model_validate(values)  # type: ignore[return-value]
+    except ValidationError as exc:
+        raise ConfigErrors(errors_from_validation(exc)) from None
+
+
+def config_from_dict(values: Mapping[str, Any]) -> PretrainConfig | FinetuneConfig | EvaluateConfig:
+    """Validates an already-resolved config (e.g. ``config.json`` of a run) by its ``kind``."""
+    kind = values.get("kind")
+    return resolve_config(str(kind), None, values)
+
+
+def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
+    """``["epochs=5", "data.root=/d", "betas=[0.9,0.95]"]`` → nested dict (values parsed as YAML)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigErrors(
+                [ConfigError("--set", f"cannot parse {item!r}", "write KEY=VALUE, e.g. epochs=5")]
+            )
+        value = yaml.safe_load(raw) if raw.strip() else None
+        node = out
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigErrors([ConfigError(key, "is set both as a value and as a section")])
+        node[parts[-1]] = value
+    return out
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Reads a YAML or JSON config file into a dict."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigErrors([ConfigError("--config", f"file {p} does not exist")])
+    text = p.read_text(encoding="utf-8")
+    try:
+        data = json.loads(text) if p.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise ConfigErrors([ConfigError("--config", f"cannot parse {p}: {exc}")]) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigErrors([ConfigError("--config", f"{p} must hold a mapping of settings")])
+    return data
