@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -19,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from livt_core.data.stats import IMAGENET_LT_STATS, IMAGENET_STATS, INAT18_STATS
 from livt_core.errors import ConfigError, LivtError
 
 Kind = Literal["pretrain", "finetune", "evaluate"]
@@ -38,8 +40,10 @@ class ConfigErrors(LivtError, ValueError):
         return (type(self), (self.errors,))
 
 
-def _fail(message: str) -> PydanticCustomError:
-    return PydanticCustomError("livt_config", message)
+def _fail(message: str, field: str | None = None) -> PydanticCustomError:
+    """A validation error whose message carries the fix; ``field`` names the setting when the
+    check spans several fields (pydantic reports those at the model's root)."""
+    return PydanticCustomError("livt_config", message, {"field": field} if field else None)
 
 
 class _Strict(BaseModel):
@@ -55,7 +59,9 @@ class DataConfig(_Strict):
     in_chans: int | None = Field(None, description="image channels; None = the data set's own")
     imbalance_factor: float = Field(100.0, description="γ = n_max / n_min for the *-lt sets")
     profile: Literal["exp", "step"] = "exp"
-    n_max: int | None = Field(None, description="images of the largest class; None = all")
+    n_max: int | None = Field(
+        None, description="images of the largest class; None = the data set's default"
+    )
     lt_seed: int = Field(0, description="seed of the shuffle that picks the LT subset")
     val_per_class: int | None = Field(None, description="held-out validation images per class")
     train_split: str | None = Field(None, description="split file for `splitfile` data sets")
@@ -106,9 +112,9 @@ class DataConfig(_Strict):
     @model_validator(mode="after")
     def _mean_std(self) -> DataConfig:
         if (self.mean is None) != (self.std is None):
-            raise _fail("set both data.mean and data.std, or neither")
+            raise _fail("set both mean and std, or neither", "std" if self.std is None else "mean")
         if self.mean is not None and self.std is not None and len(self.mean) != len(self.std):
-            raise _fail("data.mean and data.std must have one value per channel each")
+            raise _fail("mean and std must have one value per channel each", "std")
         return self
 
 
@@ -214,14 +220,9 @@ class _TrainBase(_Strict):
         return _check_device(v)
 
     @model_validator(mode="after")
-    def _warmup(self) -> _TrainBase:
-        if self.warmup_epochs >= self.epochs and self.epochs > 1:
-            raise _fail(
-                f"warmup_epochs ({self.warmup_epochs}) must be smaller than epochs "
-                f"({self.epochs}); lower warmup_epochs"
-            )
-        if self.min_lr > (self.lr if self.lr is not None else float("inf")):
-            raise _fail("min_lr must not exceed lr")
+    def _lr_range(self) -> _TrainBase:
+        if self.lr is not None and self.min_lr > self.lr:
+            raise _fail("must not exceed lr; lower min_lr", "min_lr")
         return self
 
 
@@ -330,8 +331,25 @@ class FinetuneConfig(_TrainBase):
         if mixing and self.loss not in SOFT_TARGET_LOSSES:
             raise _fail(
                 f"loss {self.loss!r} takes hard labels only, but Mixup/CutMix make soft targets; "
-                f"set mixup=0 and cutmix=0, or use one of: {', '.join(sorted(SOFT_TARGET_LOSSES))}"
+                f"set mixup=0 and cutmix=0, or use one of: {', '.join(sorted(SOFT_TARGET_LOSSES))}",
+                "loss",
             )
+        return self
+
+    @model_validator(mode="after")
+    def _loss_settings(self) -> FinetuneConfig:
+        """Builds the loss once on a stand-in class distribution so that settings the loss
+        rejects (tau on a loss without a prior bias, smoothing on a margin loss, unknown
+        loss_kwargs) fail when the run is configured rather than when it starts."""
+        from livt_core.losses import build_loss
+
+        try:
+            build_loss(
+                self.loss, [100, 10], tau=self.tau, smoothing=self.smoothing, **self.loss_kwargs
+            )
+        except ConfigError as exc:
+            message = exc.message + (f"; {exc.fix}" if exc.fix else "")
+            raise _fail(message, exc.field) from None
         return self
 
 
@@ -445,32 +463,28 @@ def _large(
     }
 
 
-_IMAGENET_LT_STATS = ((0.479672, 0.457713, 0.407721), (0.278976, 0.271203, 0.286062))
-_INAT_STATS = ((0.466, 0.471, 0.380), (0.195, 0.194, 0.192))
-_IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
-
 #: Per-dataset overrides of the paper's defaults, per run kind.
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "imagenet-lt": _large(
         "splitfile",
         split_files=("ImageNet_LT_train.txt", "ImageNet_LT_val.txt", "ImageNet_LT_test.txt"),
-        mean=_IMAGENET_LT_STATS[0],
-        std=_IMAGENET_LT_STATS[1],
+        mean=IMAGENET_LT_STATS[0],
+        std=IMAGENET_LT_STATS[1],
         finetune={"epochs": 100, "warmup_epochs": 10},
     ),
     "inat18": _large(
         "splitfile",
         split_files=("iNaturalist18_train.txt", "iNaturalist18_val.txt", None),
-        mean=_INAT_STATS[0],
-        std=_INAT_STATS[1],
+        mean=INAT18_STATS[0],
+        std=INAT18_STATS[1],
         pretrain_img=128,
         finetune={"epochs": 100, "warmup_epochs": 10, "drop_path": 0.2},
     ),
     "places-lt": _large(
         "splitfile",
         split_files=("Places_LT_train.txt", "Places_LT_val.txt", "Places_LT_test.txt"),
-        mean=_IMAGENET_STATS[0],
-        std=_IMAGENET_STATS[1],
+        mean=IMAGENET_STATS[0],
+        std=IMAGENET_STATS[1],
         finetune={"epochs": 30, "warmup_epochs": 5, "tau": 1.05},
     ),
     "cifar10-lt": _large(
@@ -523,6 +537,9 @@ def errors_from_validation(exc: ValidationError, prefix: str = "") -> list[Confi
     out = []
     for err in exc.errors(include_url=False):
         field = _loc_to_field(err.get("loc", ()))
+        ctx_field = (err.get("ctx") or {}).get("field")
+        if ctx_field:
+            field = f"{field}.{ctx_field}" if field != "config" else ctx_field
         if prefix:
             field = f"{prefix}.{field}" if field != "config" else prefix
         kind = err.get("type")
@@ -530,7 +547,7 @@ def errors_from_validation(exc: ValidationError, prefix: str = "") -> list[Confi
         fix = None
         if kind == "extra_forbidden":
             msg = "unknown setting"
-            fix = "remove it or check its spelling (see `livt train KIND --help-config`)"
+            fix = "remove it or check its spelling (`livt train KIND --print-config` lists every setting)"
         elif kind == "missing":
             msg = "is required"
             fix = "set it"
@@ -581,6 +598,19 @@ def config_from_dict(values: Mapping[str, Any]) -> PretrainConfig | FinetuneConf
     return resolve_config(str(kind), None, values)
 
 
+class _Yaml12Loader(yaml.SafeLoader):
+    """Safe YAML with YAML 1.2 booleans: only true/false, so ``amp=off`` stays the string."""
+
+
+_Yaml12Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Yaml12Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
 def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
     """``["epochs=5", "data.root=/d", "betas=[0.9,0.95]"]`` → nested dict (values parsed as YAML)."""
     out: dict[str, Any] = {}
@@ -590,7 +620,7 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
             raise ConfigErrors(
                 [ConfigError("--set", f"cannot parse {item!r}", "write KEY=VALUE, e.g. epochs=5")]
             )
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = yaml.load(raw, Loader=_Yaml12Loader) if raw.strip() else None
         node = out
         parts = key.strip().split(".")
         for part in parts[:-1]:

@@ -1,0 +1,224 @@
+"""Image transforms of the two LiVT stages and evaluation, and the Mixup/CutMix factory.
+
+Every transform takes a PIL image and returns a float tensor ``[in_chans, img_size, img_size]``.
+Images are first converted to the model's channel count: grey images are replicated to RGB for
+``in_chans=3`` models and RGB images reduced to grey for ``in_chans=1``. ``mean`` / ``std`` may
+have one value (broadcast to every channel) or ``in_chans`` values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from PIL import Image, ImageOps
+from timm.data import Mixup
+from timm.data.auto_augment import RandAugment, rand_augment_transform
+from timm.data.auto_augment import posterize as timm_posterize
+from timm.data.random_erasing import RandomErasing
+from torchvision import transforms as T
+from torchvision.transforms import InterpolationMode
+
+from livt_core.errors import ConfigError
+
+EVAL_CROP_PCT = 0.875
+RAND_AUGMENT = "rand-m9-mstd0.5-inc1"
+_MODES = {1: "L", 3: "RGB"}
+
+
+class ConvertMode:
+    """Convert a PIL image to ``mode`` (``"L"`` or ``"RGB"``) when it is in another mode."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        return image if image.mode == self.mode else image.convert(self.mode)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(mode={self.mode!r})"
+
+
+def _mode(in_chans: int) -> str:
+    if in_chans not in _MODES:
+        raise ConfigError("data.in_chans", f"must be 1 or 3, got {in_chans}")
+    return _MODES[in_chans]
+
+
+def channel_stats(
+    mean: Sequence[float], std: Sequence[float], in_chans: int
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """``mean`` / ``std`` with exactly ``in_chans`` values (a single value is broadcast)."""
+    out = []
+    for field, values in (("data.mean", mean), ("data.std", std)):
+        values = tuple(float(v) for v in values)
+        if len(values) == 1:
+            values = values * in_chans
+        if len(values) != in_chans:
+            raise ConfigError(
+                field,
+                f"has {len(values)} values for a model with in_chans={in_chans}",
+                f"give 1 or {in_chans} values",
+            )
+        out.append(values)
+    if any(s <= 0 for s in out[1]):
+        raise ConfigError("data.std", "every value must be positive")
+    return out[0], out[1]
+
+
+def _check_size(img_size: int) -> None:
+    if img_size < 1:
+        raise ConfigError("data.img_size", f"must be positive, got {img_size}")
+
+
+def build_pretrain_transform(
+    img_size: int, mean: Sequence[float], std: Sequence[float], in_chans: int = 3
+) -> T.Compose:
+    """MGP (masked pretraining) augmentation: random resized crop (scale 0.2–1, bicubic) and a
+    horizontal flip, nothing else."""
+    _check_size(img_size)
+    mean, std = channel_stats(mean, std, in_chans)
+    return T.Compose(
+        [
+            ConvertMode(_mode(in_chans)),
+            T.RandomResizedCrop(
+                img_size, scale=(0.2, 1.0), interpolation=InterpolationMode.BICUBIC
+            ),
+            T.RandomHorizontalFlip(),
+            T.ToTensor(),
+            T.Normalize(mean, std),
+        ]
+    )
+
+
+def build_train_transform(
+    img_size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    in_chans: int = 3,
+    auto_augment: str | None = RAND_AUGMENT,
+    reprob: float = 0.25,
+    remode: str = "pixel",
+    hflip: float = 0.5,
+) -> T.Compose:
+    """BFT (fine-tuning) augmentation in timm's order: random resized crop (scale 0.08–1,
+    bicubic), horizontal flip, RandAugment (``auto_augment``, a timm ``rand-…`` string, or
+    ``None``), tensor, normalise, random erasing (probability ``reprob``, mode ``remode``)."""
+    _check_size(img_size)
+    mean, std = channel_stats(mean, std, in_chans)
+    if not 0.0 <= reprob <= 1.0:
+        raise ConfigError("reprob", f"must lie in [0, 1], got {reprob}")
+    if not 0.0 <= hflip <= 1.0:
+        raise ConfigError("hflip", f"must lie in [0, 1], got {hflip}")
+    if remode not in ("const", "rand", "pixel"):
+        raise ConfigError("remode", f"unknown mode {remode!r}", "use 'pixel', 'rand' or 'const'")
+    steps: list = [
+        ConvertMode(_mode(in_chans)),
+        T.RandomResizedCrop(img_size, scale=(0.08, 1.0), interpolation=InterpolationMode.BICUBIC),
+    ]
+    if hflip > 0:
+        steps.append(T.RandomHorizontalFlip(hflip))
+    if auto_augment:
+        steps.append(_rand_augment(auto_augment, img_size, mean))
+    steps += [T.ToTensor(), T.Normalize(mean, std)]
+    if reprob > 0:
+        steps.append(RandomErasing(reprob, mode=remode, max_count=1, num_splits=0, device="cpu"))
+    return T.Compose(steps)
+
+
+def _rand_augment(config: str, img_size: int, mean: tuple[float, ...]) -> RandAugment:
+    if not config.startswith("rand"):
+        raise ConfigError(
+            "auto_augment",
+            f"unsupported policy {config!r}",
+            f"use a RandAugment string ({RAND_AUGMENT})",
+        )
+    # The fill colour of rotations / shears / translations has one value per channel, so that it
+    # suits grey images as well as RGB ones.
+    hparams = {
+        "translate_const": int(img_size * 0.45),
+        "img_mean": tuple(min(255, round(255 * m)) for m in mean),
+        "interpolation": Image.BICUBIC,
+    }
+    try:
+        augment = rand_augment_transform(config, hparams)
+    except (AssertionError, ValueError, KeyError) as exc:
+        raise ConfigError(
+            "auto_augment", f"invalid RandAugment string {config!r}", f"e.g. {RAND_AUGMENT}"
+        ) from exc
+    for op in augment.ops:
+        if op.aug_fn is timm_posterize:
+            op.aug_fn = posterize
+    return augment
+
+
+def posterize(image: Image.Image, bits_to_keep: int, **_: object) -> Image.Image:
+    """Keep the ``bits_to_keep`` most significant bits of every pixel; 0 bits gives black.
+
+    RandAugment asks for 0 bits at the top of its magnitude range (``PosterizeIncreasing`` at
+    magnitude 10, reached through the magnitude noise of ``mstd``); Pillow 13 rejects that with a
+    ValueError where older releases returned a black image, and timm passes it through.
+    """
+    if bits_to_keep >= 8:
+        return image
+    if bits_to_keep <= 0:
+        return Image.new(image.mode, image.size)
+    return ImageOps.posterize(image, bits_to_keep)
+
+
+def build_eval_transform(
+    img_size: int, mean: Sequence[float], std: Sequence[float], in_chans: int = 3
+) -> T.Compose:
+    """Evaluation: resize the short side to ``int(img_size / 0.875)`` (``img_size`` ≤ 224; else
+    crop_pct 1.0, i.e. to ``img_size``), bicubic, then a centre crop of ``img_size``."""
+    _check_size(img_size)
+    mean, std = channel_stats(mean, std, in_chans)
+    crop_pct = EVAL_CROP_PCT if img_size <= 224 else 1.0
+    return T.Compose(
+        [
+            ConvertMode(_mode(in_chans)),
+            T.Resize(int(img_size / crop_pct), interpolation=InterpolationMode.BICUBIC),
+            T.CenterCrop(img_size),
+            T.ToTensor(),
+            T.Normalize(mean, std),
+        ]
+    )
+
+
+def build_mixup(
+    mixup_alpha: float,
+    cutmix_alpha: float,
+    prob: float,
+    switch_prob: float,
+    label_smoothing: float,
+    num_classes: int,
+) -> Mixup | None:
+    """timm's batch-mode Mixup/CutMix, or ``None`` when both alphas are 0.
+
+    Called as ``images, targets = mixup(images, labels)`` with ``images: [B, C, H, W]`` and
+    ``labels: [B]`` (int64) it returns the mixed images and soft targets ``[B, num_classes]``
+    whose rows sum to 1 (label smoothing included). ``B`` must be even (timm pairs each image
+    with its mirror in the batch), so training loaders drop the last incomplete batch.
+    """
+    for field, value in (("mixup", mixup_alpha), ("cutmix", cutmix_alpha)):
+        if value < 0:
+            raise ConfigError(field, f"alpha must be ≥ 0, got {value}", "0 switches it off")
+    for field, value in (
+        ("mixup_prob", prob),
+        ("mixup_switch_prob", switch_prob),
+        ("smoothing", label_smoothing),
+    ):
+        if not 0.0 <= value <= 1.0:
+            raise ConfigError(field, f"must lie in [0, 1], got {value}")
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be positive, got {num_classes}")
+    if mixup_alpha == 0 and cutmix_alpha == 0:
+        return None
+    return Mixup(
+        mixup_alpha=mixup_alpha,
+        cutmix_alpha=cutmix_alpha,
+        prob=prob,
+        switch_prob=switch_prob,
+        mode="batch",
+        label_smoothing=label_smoothing,
+        num_classes=num_classes,
+    )
