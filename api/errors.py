@@ -1,0 +1,137 @@
+"""Errors the service layer raises and the HTTP answers they become.
+
+Services raise :class:`NotFoundError` (404), :class:`ConflictError` (409),
+:class:`UnavailableError` (503) or :class:`InvalidInputError` (422). A 422 has the same shape as
+FastAPI's own validation errors, ``{"detail": [{"loc": ["body", ...], "msg": "...", "type":
+"..."}]}``, and every ``msg`` says what is wrong and how to fix it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from livt_core.errors import ConfigError
+
+Loc = tuple[str | int, ...]
+
+
+@dataclass(frozen=True)
+class FieldError:
+    """One bad input: where it is (``loc``), what is wrong and the fix (``msg``), a type tag."""
+
+    loc: Loc
+    msg: str
+    type: str = "value_error"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"loc": list(self.loc), "msg": self.msg, "type": self.type}
+
+
+class ServiceError(Exception):
+    """Base of the errors a service function raises on purpose."""
+
+    status_code = 500
+
+    def __init__(self, detail: Any) -> None:
+        self.detail = detail
+        super().__init__(str(detail))
+
+
+class NotFoundError(ServiceError):
+    status_code = 404
+
+
+class ConflictError(ServiceError):
+    status_code = 409
+
+
+class UnavailableError(ServiceError):
+    status_code = 503
+
+
+class InvalidInputError(ServiceError):
+    """The request is well-formed JSON but names something invalid (422)."""
+
+    status_code = 422
+
+    def __init__(self, errors: Sequence[FieldError]) -> None:
+        self.errors = list(errors)
+        super().__init__([e.as_dict() for e in self.errors])
+
+    @classmethod
+    def single(cls, loc: Loc, msg: str, type_: str = "value_error") -> InvalidInputError:
+        return cls([FieldError(loc, msg, type_)])
+
+
+def field_loc(field: str, prefix: Loc = ("body",)) -> Loc:
+    """``"data.root"`` → ``("body", "data", "root")``; ``"config"`` means the whole body."""
+    if field in ("", "config"):
+        return prefix
+    return (*prefix, *field.split("."))
+
+
+def config_error_message(error: ConfigError) -> str:
+    return f"{error.message}; {error.fix}" if error.fix else error.message
+
+
+# Fixes for pydantic's own messages, which say what is wrong but not what to do.
+_FIXES = {
+    "missing": "add this field",
+    "extra_forbidden": "remove it or check its spelling",
+    "int_parsing": "use a whole number",
+    "int_type": "use a whole number",
+    "float_parsing": "use a number",
+    "string_type": "use a string",
+    "bool_parsing": "use true or false",
+    "dict_type": "use a JSON object",
+    "model_type": "use a JSON object",
+    "list_type": "use a JSON array",
+    "json_invalid": "send a valid JSON body",
+    "model_attributes_type": "send a JSON object",
+    "union_tag_not_found": 'add "kind": "pretrain", "finetune" or "evaluate"',
+    "union_tag_invalid": "set kind to one of them",
+}
+_JOB_KINDS = ("pretrain", "finetune", "evaluate")
+
+
+def _request_loc(loc: Sequence[Any], type_: str) -> list[Any]:
+    """Drops the union tag pydantic puts into the location of errors inside a job spec
+    (``["body", "finetune", "init"]`` → ``["body", "init"]``) and points tag errors at ``kind``."""
+    out: list[Any] = []
+    for part in loc:
+        after_container = bool(out) and (out[-1] == "body" or isinstance(out[-1], int))
+        if part in _JOB_KINDS and after_container:
+            continue
+        out.append(part)
+    if type_ in ("union_tag_invalid", "union_tag_not_found"):
+        out.append("kind")
+    return out
+
+
+async def _service_error(_request: Request, exc: ServiceError) -> JSONResponse:
+    return JSONResponse({"detail": jsonable_encoder(exc.detail)}, status_code=exc.status_code)
+
+
+async def _request_validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    detail = []
+    for error in exc.errors():
+        type_ = str(error.get("type"))
+        msg = str(error.get("msg", "invalid value"))
+        fix = _FIXES.get(type_)
+        if fix and fix not in msg:
+            msg = f"{msg}; {fix}"
+        loc = _request_loc(error.get("loc", ()), type_)
+        detail.append({"loc": loc, "msg": msg, "type": type_})
+    return JSONResponse({"detail": jsonable_encoder(detail)}, status_code=422)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(ServiceError, _service_error)  # type: ignore[arg-type]
+    app.add_exception_handler(RequestValidationError, _request_validation_error)  # type: ignore[arg-type]

@@ -1,0 +1,86 @@
+"""The FastAPI application: ``create_app(settings)``.
+
+Serve it with ``uvicorn --factory api.main:create_app`` (or ``livt serve``). In the embedded mode
+the app brings its SQLite database to the newest migration when it starts; in production the
+``livt db upgrade`` step does that before the API starts.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import anyio
+from fastapi import FastAPI
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
+from sqlalchemy.orm import Session, sessionmaker
+
+import livt_core
+from api.db import get_engine, upgrade_database
+from api.errors import NotFoundError, install_error_handlers
+from api.routers import datasets, health, jobs, metrics, pipelines, presets
+from api.services.users import ensure_token
+from api.settings import Settings, get_settings
+from api.telemetry import MetricsMiddleware, Telemetry
+
+logger = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+
+
+def _start(settings: Settings, session_factory: sessionmaker[Session]) -> None:
+    if settings.embedded:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        upgrade_database(settings.database_url)
+        for root in settings.data_roots:
+            if root.is_relative_to(settings.data_dir):
+                root.mkdir(parents=True, exist_ok=True)
+    settings.artifact_dir.mkdir(parents=True, exist_ok=True)
+    if settings.bootstrap_token:
+        with session_factory() as session:
+            ensure_token(session, settings.bootstrap_token)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Builds the app on ``settings`` (default: :func:`api.settings.get_settings`)."""
+    settings = settings or get_settings()
+    engine = get_engine(settings.database_url)
+    session_factory = sessionmaker(bind=engine, expire_on_commit=False)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await anyio.to_thread.run_sync(_start, settings, session_factory)
+        logger.info("LiVT job service ready (%s mode)", settings.mode)
+        yield
+
+    app = FastAPI(
+        title="LiVT job service",
+        version=livt_core.__version__,
+        description=(
+            "Submit LiVT pretrain (MGP), finetune (BFT) and evaluate jobs, follow their progress, "
+            "and read per-split (many / medium / few / overall) results. Every endpoint but "
+            "/healthz, /readyz and the dashboard needs `Authorization: Bearer <token>`."
+        ),
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.sessionmaker = session_factory
+    app.state.telemetry = Telemetry(session_factory, settings.worker_lost_seconds)
+    app.add_middleware(MetricsMiddleware, telemetry=app.state.telemetry)
+    install_error_handlers(app)
+    for module in (jobs, pipelines, datasets, presets, health, metrics):
+        app.include_router(module.router)
+
+    @app.get("/", include_in_schema=False, response_model=None)
+    def dashboard() -> FileResponse:
+        index = STATIC_DIR / "index.html"
+        if not index.is_file():
+            raise NotFoundError("the dashboard is not installed")
+        return FileResponse(index)
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR, check_dir=False), name="static")
+    return app

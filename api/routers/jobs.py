@@ -1,0 +1,243 @@
+"""``/jobs``: submit, list, inspect, cancel and retry jobs; their metrics, logs and artifacts."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+import anyio
+from fastapi import APIRouter, Body, Header, Path, Query, Request, Response, status
+from fastapi.responses import FileResponse, StreamingResponse
+
+from api.deps import CurrentUser, EnqueueDep, SessionDep, SettingsDep
+from api.schemas import (
+    ArtifactList,
+    ArtifactPublic,
+    JobCreate,
+    JobKind,
+    JobList,
+    JobPublic,
+    JobStatus,
+    JobSummary,
+    LogLinePublic,
+    LogPage,
+    MetricHistory,
+    MetricPointPublic,
+)
+from api.services import jobs as service
+
+router = APIRouter(prefix="/jobs", tags=["jobs"])
+
+JobId = Annotated[str, Path(description="a job id, j_...")]
+_VALIDATION = {422: {"description": "invalid input: each entry names the field and the fix"}}
+_NOT_FOUND = {404: {"description": "no such job, or not yours"}}
+
+#: Log lines sent per database read of the stream.
+STREAM_BATCH = 500
+#: Seconds without lines after which the stream sends a comment to keep proxies from closing it.
+STREAM_KEEPALIVE_SECONDS = 15.0
+
+
+@router.post(
+    "",
+    response_model=JobPublic,
+    status_code=status.HTTP_201_CREATED,
+    responses={
+        200: {"model": JobPublic, "description": "the existing job of a repeated idempotency_key"},
+        503: {"description": "the broker is unreachable; the job was marked failed"},
+        **_VALIDATION,
+    },
+)
+def create_job(
+    *,
+    spec: Annotated[JobCreate, Body()],
+    response: Response,
+    session: SessionDep,
+    settings: SettingsDep,
+    user: CurrentUser,
+    enqueue: EnqueueDep,
+) -> JobPublic:
+    """Submit a pretrain, finetune or evaluate job (a discriminated union on ``kind``)."""
+    job, created = service.create_job(session, settings, user, spec, enqueue)
+    if not created:
+        response.status_code = status.HTTP_200_OK
+    return JobPublic.from_job(job)
+
+
+@router.get("", response_model=JobList, responses=_VALIDATION)
+def list_jobs(
+    *,
+    session: SessionDep,
+    user: CurrentUser,
+    status_: Annotated[JobStatus | None, Query(alias="status")] = None,
+    kind: JobKind | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+) -> JobList:
+    """Your jobs (all jobs for an admin), newest first, one page at a time."""
+    jobs, next_cursor = service.list_jobs(
+        session, user, status=status_, kind=kind, limit=limit, cursor=cursor
+    )
+    return JobList(items=[JobSummary.from_job(j) for j in jobs], next_cursor=next_cursor)
+
+
+@router.get("/{job_id}", response_model=JobPublic, responses=_NOT_FOUND)
+def get_job(*, job_id: JobId, session: SessionDep, user: CurrentUser) -> JobPublic:
+    return JobPublic.from_job(service.get_job(session, user, job_id))
+
+
+@router.post(
+    "/{job_id}/cancel",
+    response_model=JobPublic,
+    responses={**_NOT_FOUND, 409: {"description": "the job is already finished"}},
+)
+def cancel_job(*, job_id: JobId, session: SessionDep, user: CurrentUser) -> JobPublic:
+    """A queued job is cancelled at once; a running one becomes ``cancelling`` until it stops."""
+    return JobPublic.from_job(service.cancel_job(session, user, job_id))
+
+
+@router.post(
+    "/{job_id}/retry",
+    response_model=JobPublic,
+    responses={**_NOT_FOUND, 409: {"description": "the job is neither failed nor cancelled"}},
+)
+def retry_job(
+    *, job_id: JobId, session: SessionDep, user: CurrentUser, enqueue: EnqueueDep
+) -> JobPublic:
+    """Queue a failed or cancelled job again (``attempt + 1``), resuming from its checkpoint."""
+    return JobPublic.from_job(service.retry_job(session, user, job_id, enqueue))
+
+
+@router.get("/{job_id}/metrics", response_model=MetricHistory, responses=_NOT_FOUND)
+def job_metrics(*, job_id: JobId, session: SessionDep, user: CurrentUser) -> MetricHistory:
+    """Per-epoch history: train loss, lr, validation accuracy overall / many / medium / few."""
+    points = service.job_metrics(session, user, job_id)
+    return MetricHistory(
+        job_id=job_id,
+        items=[MetricPointPublic(epoch=p.epoch, metrics=p.metrics) for p in points],
+    )
+
+
+@router.get("/{job_id}/logs", response_model=LogPage, responses=_NOT_FOUND)
+def job_logs(
+    *,
+    job_id: JobId,
+    session: SessionDep,
+    user: CurrentUser,
+    offset: Annotated[int, Query(ge=0, description="first seq to return")] = 0,
+    limit: Annotated[int, Query(ge=1, le=5000)] = 500,
+) -> LogPage:
+    """Log lines from ``offset``; go on from ``next_offset`` until ``finished``."""
+    job = service.get_job(session, user, job_id)
+    lines, finished = service.read_logs(session, job.id, offset, limit)
+    return LogPage(
+        job_id=job.id,
+        lines=[LogLinePublic.model_validate(line, from_attributes=True) for line in lines],
+        next_offset=lines[-1].seq + 1 if lines else offset,
+        finished=finished,
+    )
+
+
+def _sse(line: dict[str, Any]) -> str:
+    return f"id: {line['seq']}\ndata: {json.dumps(line, ensure_ascii=False)}\n\n"
+
+
+@router.get(
+    "/{job_id}/logs/stream",
+    response_class=StreamingResponse,
+    response_model=None,
+    responses={
+        200: {"content": {"text/event-stream": {}}, "description": "one event per log line"},
+        204: {"description": "the job is finished and has no lines after the offset"},
+        **_NOT_FOUND,
+    },
+)
+async def stream_logs(
+    *,
+    job_id: JobId,
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    user: CurrentUser,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    last_event_id: Annotated[str | None, Header()] = None,
+) -> Response:
+    """Server-Sent Events: one ``data:`` JSON line per log line (``id:`` is its seq), ending
+    when the job is finished. A reconnect (``Last-Event-ID``) resumes after the last line."""
+    await anyio.to_thread.run_sync(service.get_job, session, user, job_id)
+    # The request's session must not stay open for the length of the stream (on SQLite an open
+    # transaction would hold the write lock): each poll below uses a short session of its own.
+    await anyio.to_thread.run_sync(session.close)
+    if last_event_id is not None and last_event_id.isdigit():
+        offset = max(offset, int(last_event_id) + 1)
+    factory = request.app.state.sessionmaker
+
+    def fetch(start: int) -> tuple[list[dict[str, Any]], bool]:
+        with factory() as poll_session:
+            lines, finished = service.read_logs(poll_session, job_id, start, STREAM_BATCH)
+            return [
+                LogLinePublic.model_validate(line, from_attributes=True).model_dump(mode="json")
+                for line in lines
+            ], finished
+
+    first, finished = await anyio.to_thread.run_sync(fetch, offset)
+    if finished and not first:
+        return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+    async def events() -> AsyncIterator[str]:
+        lines, done, seq, quiet = first, finished, offset, 0.0
+        while True:
+            for line in lines:
+                yield _sse(line)
+                seq = line["seq"] + 1
+            if done:
+                return
+            if lines:
+                quiet = 0.0
+            else:
+                await anyio.sleep(settings.log_stream_poll_seconds)
+                quiet += settings.log_stream_poll_seconds
+                if quiet >= STREAM_KEEPALIVE_SECONDS:
+                    yield ": keep-alive\n\n"
+                    quiet = 0.0
+            lines, done = await anyio.to_thread.run_sync(fetch, seq)
+
+    return StreamingResponse(
+        events(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+@router.get("/{job_id}/artifacts", response_model=ArtifactList, responses=_NOT_FOUND)
+def job_artifacts(
+    *, job_id: JobId, request: Request, session: SessionDep, user: CurrentUser
+) -> ArtifactList:
+    """Checkpoints (last, best), the resolved config, history and results of a job."""
+    artifacts = service.job_artifacts(session, user, job_id)
+    return ArtifactList(
+        items=[
+            ArtifactPublic(
+                name=a.name,
+                kind=a.kind,
+                size_bytes=a.size_bytes,
+                created_at=a.created_at,
+                url=request.app.url_path_for("download_artifact", job_id=job_id, name=a.name),
+            )
+            for a in artifacts
+        ]
+    )
+
+
+@router.get(
+    "/{job_id}/artifacts/{name}",
+    response_class=FileResponse,
+    response_model=None,
+    responses={200: {"content": {"application/octet-stream": {}}}, **_NOT_FOUND},
+)
+def download_artifact(
+    *, job_id: JobId, name: str, session: SessionDep, user: CurrentUser
+) -> FileResponse:
+    path = service.artifact_file(session, user, job_id, name)
+    return FileResponse(path, filename=name, media_type="application/octet-stream")

@@ -1,0 +1,49 @@
+"""``/pipelines``: pretrain → finetune → evaluate chains, each stage from the previous one."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, status
+
+from api.deps import CurrentUser, EnqueueDep, SessionDep, SettingsDep
+from api.models import Pipeline
+from api.schemas import JobPublic, PipelineCreate, PipelinePublic
+from api.services import jobs as service
+
+router = APIRouter(prefix="/pipelines", tags=["pipelines"])
+
+
+def _public(pipeline: Pipeline) -> PipelinePublic:
+    return PipelinePublic(
+        id=pipeline.id, name=pipeline.name, jobs=[JobPublic.from_job(j) for j in pipeline.jobs]
+    )
+
+
+@router.post(
+    "",
+    response_model=PipelinePublic,
+    status_code=status.HTTP_201_CREATED,
+    responses={422: {"description": "a stage is invalid; loc is ['body', 'stages', i, ...]"}},
+)
+def create_pipeline(
+    *,
+    body: PipelineCreate,
+    session: SessionDep,
+    settings: SettingsDep,
+    user: CurrentUser,
+    enqueue: EnqueueDep,
+) -> PipelinePublic:
+    """Create every stage's job; the first runs now, each later one when its predecessor
+    succeeds (and is cancelled if the predecessor fails or is cancelled)."""
+    return _public(service.create_pipeline(session, settings, user, body, enqueue))
+
+
+@router.get("/{pipeline_id}", response_model=PipelinePublic, responses={404: {}})
+def get_pipeline(
+    *,
+    pipeline_id: Annotated[str, Path(description="a pipeline id, p_...")],
+    session: SessionDep,
+    user: CurrentUser,
+) -> PipelinePublic:
+    return _public(service.get_pipeline(session, user, pipeline_id))

@@ -1,0 +1,426 @@
+"""Request and response bodies of the API, one schema per use (see ``docs/service.md``)."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+from api import models
+
+JobStatus = Literal["queued", "running", "cancelling", "succeeded", "failed", "cancelled"]
+JobKind = Literal["pretrain", "finetune", "evaluate"]
+
+_QUEUE_PATTERN = r"^[A-Za-z0-9._-]{1,100}$"
+_NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,99}$"
+
+
+def _invalid(message: str) -> PydanticCustomError:
+    return PydanticCustomError("value_error", message)
+
+
+# --------------------------------------------------------------------------------------------
+# job specs
+
+
+class Resources(BaseModel):
+    """What a job needs: GPU processes (``torchrun`` world size) and the Celery queue."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    gpus: int = Field(1, description="processes (GPUs) the run uses")
+    queue: str | None = Field(None, description="Celery queue; default LIVT_DEFAULT_QUEUE")
+
+    @field_validator("gpus")
+    @classmethod
+    def _gpus(cls, value: int) -> int:
+        if value < 1:
+            raise _invalid("must be at least 1; set resources.gpus to the number of GPUs to use")
+        return value
+
+    @field_validator("queue")
+    @classmethod
+    def _queue(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(_QUEUE_PATTERN, value):
+            raise _invalid(
+                "must be 1-100 letters, digits, '.', '_' or '-'; name an existing worker queue"
+            )
+        return value
+
+
+class InitRef(BaseModel):
+    """Where a finetune / evaluate run starts from: a job of this service or a checkpoint file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    job: str | None = Field(None, description="id of a succeeded pretrain or finetune job")
+    checkpoint: str | None = Field(None, description="checkpoint path inside the data roots")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> InitRef:
+        if (self.job is None) == (self.checkpoint is None):
+            raise _invalid('set exactly one of init.job and init.checkpoint, e.g. {"job": "j_..."}')
+        return self
+
+
+class _JobSpecBase(BaseModel):
+    """Service fields of a job spec; every other key is a run field of the ``livt_core`` config
+    of that kind (``model``, ``epochs``, ``blr``, ``loss``, ``data`` ...)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str | None = Field(None, max_length=200, description="a label for people")
+    preset: str | None = Field(None, description="per-dataset defaults, see GET /presets")
+    idempotency_key: str | None = Field(
+        None, min_length=1, max_length=200, description="repeating it returns the existing job"
+    )
+    resources: Resources = Field(default_factory=Resources)
+    dataset: str | None = Field(None, description="a registered dataset; fills data.*")
+
+    def run_fields(self) -> dict[str, Any]:
+        """The keys that are not service fields: overrides of the run config."""
+        return dict(self.model_extra or {})
+
+
+class _InitJobSpec(_JobSpecBase):
+    init: InitRef | None = Field(
+        None, description="start from a job's checkpoint or from a checkpoint file"
+    )
+
+    @field_validator("init", mode="before")
+    @classmethod
+    def _init_object(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            raise _invalid(
+                'init is an object; write {"job": "<job id>"} or {"checkpoint": "<path>"}'
+            )
+        return value
+
+
+class PretrainJobCreate(_JobSpecBase):
+    """MGP: masked generative pretraining of an MAE model on the long-tailed training set."""
+
+    model_config = ConfigDict(
+        extra="allow",
+        json_schema_extra={
+            "examples": [{"kind": "pretrain", "preset": "fashion-mnist-lt", "epochs": 1}]
+        },
+    )
+
+    kind: Literal["pretrain"]
+
+
+class FinetuneJobCreate(_InitJobSpec):
+    """BFT: balanced fine-tuning of a ViT classifier, from a pretrain job or a checkpoint."""
+
+    model_config = ConfigDict(
+        extra="allow",
+        json_schema_extra={
+            "examples": [
+                {
+                    "kind": "finetune",
+                    "preset": "fashion-mnist-lt",
+                    "init": {"job": "j_01hx0000000000000000000000"},
+                    "loss": "bal_bce",
+                    "epochs": 1,
+                }
+            ]
+        },
+    )
+
+    kind: Literal["finetune"]
+
+
+class EvaluateJobCreate(_InitJobSpec):
+    """Long-tail evaluation of a finetune job's best checkpoint (or a checkpoint file)."""
+
+    model_config = ConfigDict(
+        extra="allow",
+        json_schema_extra={
+            "examples": [
+                {
+                    "kind": "evaluate",
+                    "preset": "fashion-mnist-lt",
+                    "init": {"job": "j_01hx0000000000000000000000"},
+                    "split": "test",
+                }
+            ]
+        },
+    )
+
+    kind: Literal["evaluate"]
+
+
+JobCreate = Annotated[
+    PretrainJobCreate | FinetuneJobCreate | EvaluateJobCreate, Field(discriminator="kind")
+]
+JobSpec = PretrainJobCreate | FinetuneJobCreate | EvaluateJobCreate
+
+
+class PipelineCreate(BaseModel):
+    """Stages that run one after another; a stage without ``init`` starts from the previous
+    stage's checkpoint."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "fmnist",
+                    "stages": [
+                        {"kind": "pretrain", "preset": "fashion-mnist-lt", "epochs": 1},
+                        {"kind": "finetune", "preset": "fashion-mnist-lt", "epochs": 1},
+                        {"kind": "evaluate", "preset": "fashion-mnist-lt"},
+                    ],
+                }
+            ]
+        },
+    )
+
+    name: str | None = Field(None, max_length=200)
+    stages: list[JobCreate] = Field(min_length=1, max_length=20)
+
+
+# --------------------------------------------------------------------------------------------
+# jobs
+
+
+class JobProgress(BaseModel):
+    """Live position of a running job (0-based ``epoch`` of ``epochs``, ``step`` of ``steps``)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    epoch: int | None = None
+    epochs: int | None = None
+    step: int | None = None
+    steps: int | None = None
+    global_step: int | None = None
+    loss: float | None = None
+    lr: float | None = None
+    images_per_sec: float | None = None
+    eta_seconds: float | None = None
+    updated_at: datetime | None = None
+
+
+class JobResult(BaseModel):
+    """Long-tail report of a finished run; accuracies in percent, None for an empty group."""
+
+    model_config = ConfigDict(extra="allow")
+
+    overall: float | None = None
+    many: float | None = None
+    medium: float | None = None
+    few: float | None = None
+    top5: float | None = None
+    ece: float | None = None
+    mce: float | None = None
+    pdc: float | None = None
+    per_class: list[Any] = Field(default_factory=list)
+    class_counts: list[int] = Field(default_factory=list)
+    split: str | None = None
+    class_counts_source: str | None = None
+
+
+class JobFailure(BaseModel):
+    reason: Literal["invalid_data", "non_finite_loss", "out_of_memory", "worker_lost", "internal"]
+    message: str
+
+
+class JobSummary(BaseModel):
+    """A job as listed by ``GET /jobs`` (``JobPublic`` without ``spec`` and ``config``)."""
+
+    id: str
+    kind: JobKind
+    name: str
+    status: JobStatus
+    owner: str
+    preset: str | None
+    dataset: str | None
+    model: str
+    loss: str | None
+    queue: str
+    gpus: int
+    attempt: int
+    progress: JobProgress | None
+    result: JobResult | None
+    failure: JobFailure | None
+    pipeline_id: str | None
+    stage: int | None
+    init_job_id: str | None
+    depends_on: str | None
+    idempotency_key: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    updated_at: datetime
+
+    @classmethod
+    def _fields_of(cls, job: models.Job) -> dict[str, Any]:
+        failure = None
+        if job.failure_reason is not None:
+            failure = JobFailure(
+                reason=job.failure_reason,  # type: ignore[arg-type]
+                message=job.failure_message or "",
+            )
+        return {
+            "id": job.id,
+            "kind": job.kind,
+            "name": job.name,
+            "status": job.status,
+            "owner": job.owner.name,
+            "preset": job.preset,
+            "dataset": job.dataset,
+            "model": job.model,
+            "loss": job.loss,
+            "queue": job.queue,
+            "gpus": job.gpus,
+            "attempt": job.attempt,
+            "progress": job.progress,
+            "result": job.result,
+            "failure": failure,
+            "pipeline_id": job.pipeline_id,
+            "stage": job.stage,
+            "init_job_id": job.init_job_id,
+            "depends_on": job.depends_on,
+            "idempotency_key": job.idempotency_key,
+            "created_at": job.created_at,
+            "started_at": job.started_at,
+            "finished_at": job.finished_at,
+            "updated_at": job.updated_at,
+        }
+
+    @classmethod
+    def from_job(cls, job: models.Job) -> JobSummary:
+        return cls.model_validate(cls._fields_of(job))
+
+
+class JobPublic(JobSummary):
+    """A job with the spec it was submitted with and its fully resolved run config."""
+
+    spec: dict[str, Any]
+    config: dict[str, Any]
+
+    @classmethod
+    def from_job(cls, job: models.Job) -> JobPublic:
+        return cls.model_validate({**cls._fields_of(job), "spec": job.spec, "config": job.config})
+
+
+class JobList(BaseModel):
+    items: list[JobSummary]
+    next_cursor: str | None = Field(None, description="pass as ?cursor= for the next page")
+
+
+class MetricPointPublic(BaseModel):
+    epoch: int
+    metrics: dict[str, Any]
+
+
+class MetricHistory(BaseModel):
+    job_id: str
+    items: list[MetricPointPublic]
+
+
+class LogLinePublic(BaseModel):
+    seq: int
+    ts: datetime
+    level: str
+    message: str
+
+
+class LogPage(BaseModel):
+    """Log lines from an offset; ``finished``: the job is over and no line follows these."""
+
+    job_id: str
+    lines: list[LogLinePublic]
+    next_offset: int
+    finished: bool
+
+
+class ArtifactPublic(BaseModel):
+    name: str
+    kind: str
+    size_bytes: int
+    created_at: datetime
+    url: str
+
+
+class ArtifactList(BaseModel):
+    items: list[ArtifactPublic]
+
+
+class PipelinePublic(BaseModel):
+    id: str
+    name: str | None
+    jobs: list[JobPublic]
+
+
+# --------------------------------------------------------------------------------------------
+# datasets, presets, health
+
+
+class DatasetCreate(BaseModel):
+    """A dataset root to register; ``params`` are ``data.*`` settings (``imbalance_factor``,
+    ``n_max``, ``lt_seed``, split files ...) used with it."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"name": "fmnist", "kind": "fashion-mnist-lt", "root": "fashion-mnist"}]
+        },
+    )
+
+    name: str = Field(pattern=_NAME_PATTERN, description="lowercase letters, digits, . _ -")
+    kind: str = Field(description="a dataset type of livt_core.data (e.g. imagefolder)")
+    root: str | None = Field(None, description="folder inside the data roots; None = bundled")
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class ShotGroups(BaseModel):
+    """Class ids by training count: many > 100, medium 20-100, few < 20."""
+
+    many: list[int]
+    medium: list[int]
+    few: list[int]
+
+
+class DatasetPublic(BaseModel):
+    name: str
+    kind: str
+    root: str | None
+    params: dict[str, Any]
+    classes: list[str]
+    class_counts: list[int]
+    shot_groups: ShotGroups
+    num_train: int
+    created_at: datetime
+
+
+class DatasetList(BaseModel):
+    items: list[DatasetPublic]
+
+
+class PresetPublic(BaseModel):
+    name: str
+    configs: dict[JobKind, dict[str, Any]] = Field(
+        description="the fully resolved run config of each kind under this preset"
+    )
+
+
+class PresetList(BaseModel):
+    items: list[PresetPublic]
+    defaults: dict[JobKind, dict[str, Any]] = Field(description="run configs without a preset")
+    models: dict[JobKind, list[str]] = Field(description="model names each kind accepts")
+    losses: list[str]
+    datasets: list[str] = Field(description="dataset types (data.dataset)")
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class Readiness(BaseModel):
+    database: str
+    broker: str

@@ -1,0 +1,647 @@
+"""Jobs and pipelines: every user-facing write (create, cancel, retry) and the reads behind them.
+
+A job spec is turned into a row in three steps: the service fields (``preset``, ``dataset``,
+``init``, ``resources``, ...) are checked, the run fields are resolved with
+``livt_core.config.resolve_config`` (defaults ← preset ← spec), and the paths in the result are
+confined to the data roots. Every problem becomes a 422 entry that names the field and the fix.
+Jobs are sent to the queue only after the transaction that created them has committed.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Select, and_, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from api.db import begin_write
+from api.errors import (
+    ConflictError,
+    FieldError,
+    InvalidInputError,
+    Loc,
+    NotFoundError,
+    UnavailableError,
+    config_error_message,
+    field_loc,
+)
+from api.models import (
+    TERMINAL_STATUSES,
+    Artifact,
+    Dataset,
+    Job,
+    LogLine,
+    MetricPoint,
+    Pipeline,
+    User,
+    Worker,
+    new_id,
+    utcnow,
+)
+from api.schemas import InitRef, JobSpec, PipelineCreate
+from api.settings import Settings
+from livt_core.config import ConfigErrors, deep_merge, resolve_config
+from livt_core.errors import CheckpointError, ConfigError
+
+logger = logging.getLogger(__name__)
+
+#: ``enqueue(job_id, queue)`` sends a job to the workers (``worker.celery_app.enqueue``).
+Enqueue = Callable[[str, str], None]
+
+#: Which jobs a run of each kind may start from, and the checkpoint of that job it loads.
+INIT_CHECKPOINTS: dict[str, dict[str, str]] = {
+    "finetune": {"pretrain": "checkpoint-last.pth", "finetune": "checkpoint-best.pth"},
+    "evaluate": {"finetune": "checkpoint-best.pth"},
+}
+#: Settings an evaluate run copies from the finetune job it evaluates, unless the spec sets them.
+EVALUATE_INHERITS = ("model", "model_kwargs", "global_pool", "data")
+#: The run-config field the resolved checkpoint path goes into.
+CHECKPOINT_FIELD = {"finetune": "init", "evaluate": "checkpoint"}
+
+
+# --------------------------------------------------------------------------------------------
+# reads
+
+
+def visible_jobs(user: User) -> Select[Any]:
+    """``SELECT`` of the jobs ``user`` may see: their own, or all for an admin."""
+    query = select(Job)
+    return query if user.is_admin else query.where(Job.owner_id == user.id)
+
+
+def get_job(session: Session, user: User, job_id: str, *, for_update: bool = False) -> Job:
+    """The job ``job_id`` if ``user`` may see it; 404 otherwise (also for other users' jobs)."""
+    query = visible_jobs(user).where(Job.id == job_id)
+    if for_update:
+        query = query.with_for_update()
+    job = session.scalar(query)
+    if job is None:
+        raise NotFoundError(f"job {job_id} not found")
+    return job
+
+
+def _encode_cursor(job: Job) -> str:
+    raw = json.dumps([job.created_at.isoformat(), job.id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        created, job_id = json.loads(raw)
+        return datetime.fromisoformat(created), str(job_id)
+    except (binascii.Error, ValueError, TypeError) as exc:
+        raise InvalidInputError.single(
+            ("query", "cursor"),
+            "is not a cursor of this API; pass the next_cursor of the previous page unchanged",
+        ) from exc
+
+
+def list_jobs(
+    session: Session,
+    user: User,
+    *,
+    status: str | None = None,
+    kind: str | None = None,
+    limit: int = 50,
+    cursor: str | None = None,
+) -> tuple[list[Job], str | None]:
+    """One page of jobs, newest first, and the cursor of the next page (None on the last)."""
+    query = visible_jobs(user)
+    if status is not None:
+        query = query.where(Job.status == status)
+    if kind is not None:
+        query = query.where(Job.kind == kind)
+    if cursor is not None:
+        created, job_id = _decode_cursor(cursor)
+        query = query.where(
+            or_(Job.created_at < created, and_(Job.created_at == created, Job.id < job_id))
+        )
+    query = query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)
+    jobs = list(session.scalars(query))
+    if len(jobs) > limit:
+        return jobs[:limit], _encode_cursor(jobs[limit - 1])
+    return jobs, None
+
+
+def job_metrics(session: Session, user: User, job_id: str) -> list[MetricPoint]:
+    job = get_job(session, user, job_id)
+    query = select(MetricPoint).where(MetricPoint.job_id == job.id).order_by(MetricPoint.epoch)
+    return list(session.scalars(query))
+
+
+def read_logs(session: Session, job_id: str, offset: int, limit: int) -> tuple[list[LogLine], bool]:
+    """Lines with ``seq >= offset`` (at most ``limit``) and whether none will follow them.
+
+    The job's status is read before the lines: a job that was already finished then has all its
+    lines written, so "finished" is never claimed while lines are still coming.
+    """
+    status = session.scalar(select(Job.status).where(Job.id == job_id))
+    terminal = status in TERMINAL_STATUSES
+    query = (
+        select(LogLine)
+        .where(LogLine.job_id == job_id, LogLine.seq >= offset)
+        .order_by(LogLine.seq)
+        .limit(limit)
+    )
+    lines = list(session.scalars(query))
+    return lines, terminal and len(lines) < limit
+
+
+def job_artifacts(session: Session, user: User, job_id: str) -> list[Artifact]:
+    job = get_job(session, user, job_id)
+    query = select(Artifact).where(Artifact.job_id == job.id).order_by(Artifact.name)
+    return list(session.scalars(query))
+
+
+def artifact_file(session: Session, user: User, job_id: str, name: str) -> Path:
+    """The file of artifact ``name``; it must lie inside the job's artifact folder."""
+    job = get_job(session, user, job_id)
+    artifact = session.scalar(
+        select(Artifact).where(Artifact.job_id == job.id, Artifact.name == name)
+    )
+    if artifact is None:
+        raise NotFoundError(f"job {job_id} has no artifact {name!r}")
+    folder = Path(job.artifact_dir).resolve()
+    path = (folder / artifact.path).resolve()
+    if not path.is_relative_to(folder):
+        logger.warning("artifact %s of %s points outside its folder: %s", name, job_id, path)
+        raise NotFoundError(f"job {job_id} has no artifact {name!r}")
+    if not path.is_file():
+        raise NotFoundError(f"the file of artifact {name!r} of job {job_id} is gone")
+    return path
+
+
+def get_pipeline(session: Session, user: User, pipeline_id: str) -> Pipeline:
+    query = select(Pipeline).where(Pipeline.id == pipeline_id)
+    if not user.is_admin:
+        query = query.where(Pipeline.owner_id == user.id)
+    pipeline = session.scalar(query)
+    if pipeline is None:
+        raise NotFoundError(f"pipeline {pipeline_id} not found")
+    return pipeline
+
+
+def gpu_limit(session: Session, settings: Settings, queue: str) -> int:
+    """Most GPUs a job on ``queue`` may ask for: what a live worker of that queue offers, at
+    least ``LIVT_MAX_GPUS``."""
+    cutoff = utcnow() - timedelta(seconds=settings.worker_lost_seconds)
+    workers = session.scalars(select(Worker).where(Worker.heartbeat_at >= cutoff))
+    offered = [w.gpus for w in workers if queue in (w.queues or [])]
+    return max([settings.max_gpus, *offered])
+
+
+# --------------------------------------------------------------------------------------------
+# building a job from a spec
+
+
+@dataclass
+class _Init:
+    """The resolved ``init`` of a spec."""
+
+    checkpoint: str | None = None
+    job: Job | None = None
+    inherited: dict[str, Any] = field(default_factory=dict)
+
+
+def _check_checkpoint_file(
+    settings: Settings, raw: str, loc: Loc
+) -> tuple[str | None, list[FieldError]]:
+    dotted = ".".join(str(p) for p in loc[1:])
+    try:
+        path = settings.resolve_user_path(raw, field=dotted)
+    except ConfigError as exc:
+        return None, [FieldError(loc, config_error_message(exc), "path_outside_roots")]
+    if not path.is_file():
+        return None, [
+            FieldError(
+                loc,
+                f"checkpoint {path} does not exist; point {dotted} at an existing checkpoint file",
+                "checkpoint_missing",
+            )
+        ]
+    from livt_core.checkpoint import extract_model_state, load_checkpoint
+
+    try:
+        extract_model_state(load_checkpoint(path))
+    except CheckpointError as exc:
+        return None, [
+            FieldError(
+                loc,
+                f"{exc}; point {dotted} at a torch.save file holding a model state dict "
+                "(e.g. checkpoint-best.pth of a finetune job)",
+                "checkpoint_invalid",
+            )
+        ]
+    return str(path), []
+
+
+def _init_from_job(
+    kind: str, source: Job, *, check_status: bool, loc: Loc
+) -> tuple[_Init, list[FieldError]]:
+    accepted = INIT_CHECKPOINTS[kind]
+    if source.kind not in accepted:
+        return _Init(), [
+            FieldError(
+                loc,
+                f"job {source.id} is a {source.kind} job, but {kind} starts from a "
+                f"{' or '.join(accepted)} job; use the id of one",
+                "init_job_wrong_kind",
+            )
+        ]
+    if check_status and source.status != "succeeded":
+        return _Init(), [
+            FieldError(
+                loc,
+                f"job {source.id} is {source.status}, not succeeded; wait until it succeeds, "
+                "or submit both jobs as a pipeline (POST /pipelines)",
+                "init_job_not_succeeded",
+            )
+        ]
+    checkpoint = str(Path(source.artifact_dir) / accepted[source.kind])
+    inherited = {}
+    if kind == "evaluate":
+        inherited = {k: source.config[k] for k in EVALUATE_INHERITS if k in source.config}
+    return _Init(checkpoint=checkpoint, job=source, inherited=inherited), []
+
+
+def _resolve_init(
+    session: Session,
+    settings: Settings,
+    user: User,
+    kind: str,
+    init: InitRef | None,
+    *,
+    predecessor: Job | None,
+    loc: Loc,
+) -> tuple[_Init, list[FieldError]]:
+    if init is None:
+        if predecessor is not None:
+            return _init_from_job(kind, predecessor, check_status=False, loc=(*loc, "init"))
+        if kind == "evaluate":
+            return _Init(), [
+                FieldError(
+                    (*loc, "init"),
+                    'evaluate needs the classifier to evaluate; set init to {"job": "<finetune '
+                    'job id>"} or {"checkpoint": "<path>"}',
+                    "missing",
+                )
+            ]
+        return _Init(), []
+    if init.job is not None:
+        source = session.scalar(visible_jobs(user).where(Job.id == init.job))
+        if source is None:
+            return _Init(), [
+                FieldError(
+                    (*loc, "init", "job"),
+                    f"job {init.job} not found; use the id of one of your succeeded "
+                    f"{' or '.join(INIT_CHECKPOINTS[kind])} jobs",
+                    "init_job_not_found",
+                )
+            ]
+        return _init_from_job(kind, source, check_status=True, loc=(*loc, "init", "job"))
+    # InitRef holds exactly one of job and checkpoint
+    path, errors = _check_checkpoint_file(
+        settings, str(init.checkpoint), (*loc, "init", "checkpoint")
+    )
+    return _Init(checkpoint=path), errors
+
+
+def _dataset_data(session: Session, name: str, loc: Loc) -> tuple[dict[str, Any], list[FieldError]]:
+    dataset = session.scalar(select(Dataset).where(Dataset.name == name))
+    if dataset is None:
+        known = session.scalars(select(Dataset.name).order_by(Dataset.name)).all()
+        hint = f"use one of: {', '.join(known)}" if known else "register it first (POST /datasets)"
+        return {}, [
+            FieldError((*loc, "dataset"), f"unknown dataset {name!r}; {hint}", "unknown_dataset")
+        ]
+    data: dict[str, Any] = {"dataset": dataset.kind, **dataset.params}
+    if dataset.root is not None:
+        data["root"] = dataset.root
+    return data, []
+
+
+def _check_data_root(settings: Settings, config: dict[str, Any], loc: Loc) -> list[FieldError]:
+    root = config.get("data", {}).get("root")
+    if root is None:
+        return []
+    where = (*loc, "data", "root")
+    try:
+        path = settings.resolve_user_path(root, field="data.root")
+    except ConfigError as exc:
+        return [FieldError(where, config_error_message(exc), "path_outside_roots")]
+    if not path.is_dir():
+        return [
+            FieldError(
+                where,
+                f"{path} is not a folder; set data.root to the dataset's folder",
+                "path_missing",
+            )
+        ]
+    config["data"]["root"] = str(path)
+    return []
+
+
+def build_job(
+    session: Session,
+    settings: Settings,
+    user: User,
+    spec: JobSpec,
+    *,
+    loc: Loc = ("body",),
+    predecessor: Job | None = None,
+) -> Job:
+    """Validates ``spec`` and returns the (unsaved) queued job it describes.
+
+    ``predecessor``: the previous stage of a pipeline, which the job starts from when the spec
+    has no ``init`` (it need not have succeeded yet). Raises :class:`InvalidInputError` listing
+    every problem found.
+    """
+    errors: list[FieldError] = []
+    kind = spec.kind
+    run_fields = spec.run_fields()
+
+    job_id = new_id("j")
+    init = _Init()
+    if kind in CHECKPOINT_FIELD:
+        if kind == "evaluate" and "checkpoint" in run_fields:
+            errors.append(
+                FieldError(
+                    (*loc, "checkpoint"),
+                    'is set from init; write init: {"checkpoint": "<path>"} instead',
+                    "extra_forbidden",
+                )
+            )
+        init, init_errors = _resolve_init(
+            session,
+            settings,
+            user,
+            kind,
+            getattr(spec, "init", None),
+            predecessor=predecessor,
+            loc=loc,
+        )
+        errors += init_errors
+
+    dataset_data: dict[str, Any] = {}
+    if spec.dataset is not None:
+        dataset_data, dataset_errors = _dataset_data(session, spec.dataset, loc)
+        errors += dataset_errors
+
+    queue = spec.resources.queue or settings.default_queue
+    limit = gpu_limit(session, settings, queue)
+    if spec.resources.gpus > limit:
+        errors.append(
+            FieldError(
+                (*loc, "resources", "gpus"),
+                f"asks for {spec.resources.gpus} GPUs but no worker of queue {queue!r} offers "
+                f"more than {limit}; set resources.gpus to {limit} or less, or start a worker "
+                "with more GPUs",
+                "too_many_gpus",
+            )
+        )
+
+    overrides = deep_merge(init.inherited, {"data": dataset_data} if dataset_data else {})
+    overrides = deep_merge(overrides, run_fields)
+    if init.checkpoint is not None:
+        overrides[CHECKPOINT_FIELD[kind]] = init.checkpoint
+    config: dict[str, Any] = {}
+    try:
+        resolved = resolve_config(kind, spec.preset, overrides)
+    except ConfigErrors as exc:
+        errors += [
+            FieldError(field_loc(e.field, loc), config_error_message(e), "invalid_config")
+            for e in exc.errors
+        ]
+    else:
+        config = resolved.model_dump(mode="json")
+        errors += _check_data_root(settings, config, loc)
+    if errors:
+        raise InvalidInputError(errors)
+
+    dataset = spec.dataset or config["data"]["dataset"]
+    return Job(
+        id=job_id,
+        owner_id=user.id,
+        owner=user,
+        kind=kind,
+        name=spec.name or f"{kind} {config['model']} on {dataset}",
+        status="queued",
+        spec=spec.model_dump(mode="json", exclude_unset=True),
+        config=config,
+        preset=spec.preset,
+        dataset=dataset,
+        model=config["model"],
+        loss=config.get("loss"),
+        queue=queue,
+        gpus=spec.resources.gpus,
+        idempotency_key=spec.idempotency_key,
+        init_job_id=init.job.id if init.job is not None else None,
+        depends_on=predecessor.id if predecessor is not None else None,
+        attempt=1,
+        cancel_requested=False,
+        artifact_dir=str(settings.job_artifact_dir(job_id)),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# writes
+
+
+def _find_idempotent(session: Session, user: User, key: str | None) -> Job | None:
+    if key is None:
+        return None
+    return session.scalar(select(Job).where(Job.owner_id == user.id, Job.idempotency_key == key))
+
+
+def _send(session: Session, job: Job, enqueue: Enqueue) -> None:
+    """Enqueues a committed job; if the broker cannot be reached the job fails visibly."""
+    try:
+        enqueue(job.id, job.queue)
+    except Exception as exc:
+        logger.exception("could not enqueue job %s", job.id)
+        begin_write(session)
+        session.execute(
+            update(Job)
+            .where(Job.id == job.id, Job.status == "queued")
+            .values(
+                status="failed",
+                failure_reason="internal",
+                failure_message=f"the job could not be sent to the workers: {exc}",
+                finished_at=utcnow(),
+            )
+        )
+        session.commit()
+        raise UnavailableError(
+            f"the broker is unreachable ({exc}); job {job.id} was marked failed, retry it with "
+            f"POST /jobs/{job.id}/retry once the broker is back"
+        ) from exc
+
+
+def create_job(
+    session: Session, settings: Settings, user: User, spec: JobSpec, enqueue: Enqueue
+) -> tuple[Job, bool]:
+    """Creates and enqueues the job of ``spec``; returns ``(job, created)``.
+
+    With an ``idempotency_key`` the user used before, the existing job comes back with
+    ``created=False`` and nothing is enqueued.
+    """
+    existing = _find_idempotent(session, user, spec.idempotency_key)
+    if existing is not None:
+        return existing, False
+    # validated before the write transaction: checking a checkpoint file can take a while
+    job = build_job(session, settings, user, spec)
+    begin_write(session)
+    existing = _find_idempotent(session, user, spec.idempotency_key)
+    if existing is not None:
+        return existing, False
+    session.add(job)
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        existing = _find_idempotent(session, user, spec.idempotency_key)
+        if existing is None:
+            raise
+        return existing, False
+    logger.info("job %s (%s) created by %s", job.id, job.kind, user.name)
+    _send(session, job, enqueue)
+    return job, True
+
+
+def create_pipeline(
+    session: Session, settings: Settings, user: User, body: PipelineCreate, enqueue: Enqueue
+) -> Pipeline:
+    """Creates the jobs of every stage; the first is enqueued, the others wait for their
+    predecessor (``depends_on``), which the worker releases when it succeeds."""
+    pipeline = Pipeline(id=new_id("p"), owner_id=user.id, name=body.name)
+    previous: Job | None = None
+    jobs: list[Job] = []
+    for index, spec in enumerate(body.stages):
+        # a failing stage stops the checks: the later stages start from it
+        job = build_job(
+            session, settings, user, spec, loc=("body", "stages", index), predecessor=previous
+        )
+        job.pipeline_id = pipeline.id
+        job.stage = index
+        jobs.append(job)
+        previous = job
+    begin_write(session)
+    taken: list[FieldError] = []
+    seen: set[str] = set()
+    for index, job in enumerate(jobs):
+        key = job.idempotency_key
+        if key is not None and (key in seen or _find_idempotent(session, user, key) is not None):
+            taken.append(
+                FieldError(
+                    ("body", "stages", index, "idempotency_key"),
+                    "is already used by another job of yours; drop it or choose a new key",
+                    "duplicate",
+                )
+            )
+        if key is not None:
+            seen.add(key)
+    if taken:
+        raise InvalidInputError(taken)
+    session.add(pipeline)
+    session.add_all(jobs)
+    session.commit()
+    logger.info("pipeline %s with %d stages created by %s", pipeline.id, len(jobs), user.name)
+    _send(session, jobs[0], enqueue)
+    return pipeline
+
+
+def _append_log(session: Session, job: Job, message: str, level: str = "INFO") -> None:
+    last = session.scalar(select(func.max(LogLine.seq)).where(LogLine.job_id == job.id))
+    seq = 0 if last is None else last + 1
+    session.add(LogLine(job_id=job.id, seq=seq, level=level, message=message, attempt=job.attempt))
+
+
+def cancel_dependents(session: Session, job: Job) -> list[Job]:
+    """Cancels the queued jobs waiting on ``job`` (and on those, transitively)."""
+    cancelled: list[Job] = []
+    pending = [job]
+    now = utcnow()
+    while pending:
+        parent = pending.pop()
+        waiting = session.scalars(
+            select(Job).where(Job.depends_on == parent.id, Job.status == "queued")
+        ).all()
+        for child in waiting:
+            child.status = "cancelled"
+            child.cancel_requested = True
+            child.finished_at = now
+            _append_log(
+                session,
+                child,
+                f"cancelled: job {parent.id}, which it starts from, is {parent.status}",
+            )
+            cancelled.append(child)
+            pending.append(child)
+    return cancelled
+
+
+def cancel_job(session: Session, user: User, job_id: str) -> Job:
+    """Queued → cancelled (with the jobs waiting on it); running → cancelling, which the worker
+    turns into cancelled once the run has stopped. 409 for a finished job."""
+    begin_write(session)
+    job = get_job(session, user, job_id, for_update=True)
+    if job.status in TERMINAL_STATUSES:
+        raise ConflictError(f"job {job_id} is already {job.status}; there is nothing to cancel")
+    job.cancel_requested = True
+    if job.status == "queued":
+        job.status = "cancelled"
+        job.finished_at = utcnow()
+        _append_log(session, job, f"cancelled by {user.name} before it started")
+        cancel_dependents(session, job)
+    elif job.status == "running":
+        job.status = "cancelling"
+    session.commit()
+    logger.info("job %s: cancel requested by %s, now %s", job.id, user.name, job.status)
+    return job
+
+
+def retry_job(session: Session, user: User, job_id: str, enqueue: Enqueue) -> Job:
+    """Puts a failed or cancelled job back in the queue with ``attempt + 1``; the run resumes
+    from the last checkpoint in its artifact folder. 409 for any other status."""
+    begin_write(session)
+    job = get_job(session, user, job_id, for_update=True)
+    if job.status not in ("failed", "cancelled"):
+        raise ConflictError(
+            f"job {job_id} is {job.status}; only failed or cancelled jobs can be retried"
+        )
+    waits = False
+    if job.depends_on is not None:
+        parent = session.get(Job, job.depends_on)
+        if parent is not None and parent.status in ("failed", "cancelled"):
+            raise ConflictError(
+                f"job {job_id} starts from job {parent.id}, which is {parent.status}; "
+                f"retry {parent.id} first"
+            )
+        waits = parent is not None and parent.status != "succeeded"
+    job.status = "queued"
+    job.attempt += 1
+    job.cancel_requested = False
+    job.failure_reason = None
+    job.failure_message = None
+    job.result = None
+    job.progress = None
+    job.worker_id = None
+    job.heartbeat_at = None
+    job.started_at = None
+    job.finished_at = None
+    _append_log(session, job, f"retry requested by {user.name}: attempt {job.attempt}")
+    session.commit()
+    logger.info("job %s retried by %s (attempt %d)", job.id, user.name, job.attempt)
+    if not waits:
+        _send(session, job, enqueue)
+    return job

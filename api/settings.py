@@ -1,0 +1,145 @@
+"""The one settings object of the service, read by the API, the worker and Alembic's ``env.py``.
+
+Every field comes from an environment variable with the ``LIVT_`` prefix (``LIVT_DATA_DIR``,
+``LIVT_DATABASE_URL``, ...). The embedded mode (the default) derives everything from the data
+directory: a SQLite database, an embedded Celery transport and the artifact folder all live under
+it. The production mode takes PostgreSQL and Redis from the environment and refuses to start
+without them, so that no address or secret has a usable default outside the embedded mode.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from livt_core.errors import ConfigError
+
+Mode = Literal["embedded", "production"]
+
+
+def bundled_data_root() -> Path | None:
+    """The folder of the datasets shipped inside ``livt_core`` (found without importing torch)."""
+    spec = importlib.util.find_spec("livt_core")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations))) / "data" / "assets"
+
+
+class Settings(BaseSettings):
+    """Service settings; see ``docs/service.md`` for the meaning of each field."""
+
+    model_config = SettingsConfigDict(env_prefix="LIVT_", extra="ignore", validate_default=True)
+
+    mode: Mode = Field("embedded", description="embedded (one machine) or production")
+    data_dir: Path = Field(Path("./livt-data"), description="state directory")
+    database_url: str = Field(description="SQLAlchemy URL; embedded: SQLite under data_dir")
+    broker_url: str = Field(description="Celery broker; embedded: SQLite transport")
+    result_backend: str | None = Field(
+        None, description="Celery result backend; unset: none (the job row holds the outcome)"
+    )
+    artifact_dir: Path = Field(description="one folder per job; embedded: data_dir/artifacts")
+    data_roots: Annotated[list[Path], NoDecode] = Field(
+        description="comma-separated folders every user-given path must resolve inside"
+    )
+    max_gpus: int = Field(1, ge=1, description="most GPUs a job may ask for without a worker")
+    default_queue: str = Field("default", min_length=1)
+    heartbeat_seconds: float = Field(5.0, gt=0)
+    worker_lost_seconds: float = Field(60.0, gt=0)
+    bootstrap_token: str | None = Field(
+        None, description="if set, an admin token with this value exists once the API starts"
+    )
+    log_stream_poll_seconds: float = Field(
+        1.0, gt=0, description="how often the log stream looks for new lines"
+    )
+    readiness_timeout_seconds: float = Field(
+        3.0, gt=0, description="time limit of each /readyz check"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _derive_defaults(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        values = {k: v for k, v in data.items() if v not in (None, "")}
+        data_dir = Path(values.get("data_dir") or "./livt-data").expanduser().resolve()
+        values["data_dir"] = data_dir
+        if values.get("mode", "embedded") == "production":
+            missing = [
+                f"LIVT_{name.upper()}"
+                for name in ("database_url", "broker_url")
+                if name not in values
+            ]
+            if missing:
+                raise ValueError(
+                    f"{' and '.join(missing)} must be set in production mode (no default "
+                    "address or secret is used outside the embedded mode); set them, or set "
+                    "LIVT_MODE=embedded"
+                )
+        values.setdefault("database_url", f"sqlite:///{data_dir / 'livt.sqlite'}")
+        values.setdefault("broker_url", f"sqla+sqlite:///{data_dir / 'broker.sqlite'}")
+        values.setdefault("artifact_dir", data_dir / "artifacts")
+        if not values.get("data_roots"):
+            bundled = bundled_data_root()
+            values["data_roots"] = [data_dir / "datasets"] + ([bundled] if bundled else [])
+        return values
+
+    @field_validator("data_roots", mode="before")
+    @classmethod
+    def _split_roots(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("data_roots")
+    @classmethod
+    def _resolve_roots(cls, value: list[Path]) -> list[Path]:
+        return [root.expanduser().resolve() for root in value]
+
+    @field_validator("artifact_dir")
+    @classmethod
+    def _resolve_dir(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @property
+    def embedded(self) -> bool:
+        return self.mode == "embedded"
+
+    def job_artifact_dir(self, job_id: str) -> Path:
+        """``<artifact_dir>/<job id>``: where a job's run writes its files."""
+        return self.artifact_dir / job_id
+
+    def resolve_user_path(self, path: str | Path, *, field: str = "path") -> Path:
+        """Resolves a user-given path (symlinks too) and checks it lies inside a data root.
+
+        A relative path is taken relative to the first data root that holds it (else the first
+        root). Raises :class:`ConfigError` naming ``field`` when the result is outside every root.
+        """
+        raw = Path(path).expanduser()
+        if raw.is_absolute():
+            resolved = raw.resolve()
+        else:
+            candidates = [(root / raw).resolve() for root in self.data_roots]
+            resolved = next(
+                (c for c in candidates if c.exists()),
+                candidates[0] if candidates else raw.resolve(),
+            )
+        for root in self.data_roots:
+            if resolved == root or resolved.is_relative_to(root):
+                return resolved
+        roots = ", ".join(str(r) for r in self.data_roots) or "(none configured)"
+        raise ConfigError(
+            field,
+            f"{str(path)!r} resolves to {resolved}, which is outside the data roots",
+            f"use a path inside one of: {roots} (or add its folder to LIVT_DATA_ROOTS)",
+        )
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read from the environment once (``cache_clear()`` to reread)."""
+    return Settings()

@@ -1,0 +1,1 @@
+"""Alembic migrations of the job service database (``livt db upgrade`` runs them)."""
