@@ -1,0 +1,48 @@
+"""A failing run seen through the real runner: the child's typed error becomes the job's failure
+reason, the attempt is closed, and the pipeline stage waiting for it is cancelled."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+
+from api.models import Job, JobAttempt, LogLine
+from api.settings import Settings
+from worker import state
+from worker.runner import JobRunner
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def database_url(sqlite_database_url: str) -> str:
+    """One real run is enough: SQLite only."""
+    return sqlite_database_url
+
+
+def test_non_finite_loss_fails_the_job_with_its_reason(settings: Settings, db, make_job) -> None:
+    job = make_job(
+        kind="pretrain",
+        config={
+            "lr": 1e30,
+            "max_steps_per_epoch": 4,
+            "model_kwargs": {"depth": 1, "decoder_depth": 1},
+            "data": {"num_workers": 0, "img_size": 16},
+        },
+    )
+    waiting = make_job(kind="finetune", depends_on=job.id)
+    claim = state.claim_job(job.id, "w@host")
+    assert claim is not None
+
+    assert JobRunner(claim, heartbeat_seconds=1).run() == "failed"
+
+    with db() as session:
+        row = session.get(Job, job.id)
+        assert (row.status, row.failure_reason) == ("failed", "non_finite_loss")
+        assert "lower the learning rate" in row.failure_message
+        assert row.result is None
+        assert session.get(Job, waiting.id).status == "cancelled"
+        [attempt] = session.scalars(select(JobAttempt).where(JobAttempt.job_id == job.id))
+        assert attempt.outcome == "failed" and attempt.ended_at is not None
+        messages = session.scalars(select(LogLine.message).where(LogLine.job_id == job.id)).all()
+    assert any("training process exited with status 5" in m for m in messages)

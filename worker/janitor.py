@@ -1,0 +1,125 @@
+"""Worker lifecycle: registration, start-up recovery, lost-job detection and shutdown.
+
+Lost jobs are found by a background thread inside every worker process rather than by Celery
+beat. Beat would be one more process that must run exactly once per deployment (and is absent in
+the embedded mode, which has a single worker process); a thread per worker needs no extra
+deployment, keeps working as long as any worker is alive, and is safe to run many times at once
+because each requeue is a conditional update that only one janitor can win. The same thread
+refreshes the worker's row in ``workers`` (the API's GPU check reads it).
+
+At start-up (``worker_init``, before any message is consumed) a worker requeues the jobs still
+marked running under its own id: they were left by its previous process, which is gone. A warm
+shutdown (SIGTERM / Ctrl-C) sets the shutdown flag: each run is stopped at its next step and its
+job requeued, to resume from its last checkpoint on the next worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from celery import Celery
+from celery.signals import worker_init, worker_ready, worker_shutdown, worker_shutting_down
+from sqlalchemy.exc import SQLAlchemyError
+
+from api.settings import get_settings
+from worker import state
+from worker.context import WorkerContext, configure, get_context, node_name
+
+logger = logging.getLogger(__name__)
+
+
+class Janitor(threading.Thread):
+    """Every ``interval`` seconds: refresh this worker's heartbeat row and requeue the jobs of
+    workers silent for longer than ``lost_after`` seconds."""
+
+    def __init__(self, context: WorkerContext, interval: float, lost_after: float) -> None:
+        super().__init__(name="livt-janitor", daemon=True)
+        self.context = context
+        self.interval = interval
+        self.lost_after = lost_after
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.wait(self.interval):
+            self.tick()
+
+    def tick(self) -> list[str]:
+        """One round; returns the ids of the jobs it requeued (or ended)."""
+        ctx = self.context
+        try:
+            state.worker_heartbeat(ctx.worker_id, ctx.queues, ctx.gpus)
+            return state.requeue_lost_jobs(self.lost_after)
+        except SQLAlchemyError as exc:
+            logger.warning("janitor: database unreachable, will retry: %s", exc)
+        except Exception:
+            logger.exception("janitor: round failed")
+        return []
+
+    def stop(self) -> None:
+        self._stop_event.set()
+
+
+_janitor: Janitor | None = None
+
+
+def ensure_context(app: Celery, hostname: str | None = None) -> WorkerContext:
+    """The worker context, derived from Celery's own options when ``livt worker`` did not set
+    one (a worker started with ``celery -A worker.celery_app worker``)."""
+    context = get_context()
+    if context is not None:
+        return context
+    queues = list(app.amqp.queues.consume_from or []) or [get_settings().default_queue]
+    return configure(node_name(hostname), queues)
+
+
+def start_up(context: WorkerContext) -> None:
+    """Registers the worker and requeues the jobs its previous process left running."""
+    try:
+        recovered = state.recover_worker_jobs(context.worker_id)
+        if recovered:
+            logger.warning("requeued %d job(s) left running by this worker", len(recovered))
+        state.register_worker(context.worker_id, context.queues, context.gpus)
+    except SQLAlchemyError as exc:
+        logger.error("could not register worker %s: %s", context.worker_id, exc)
+
+
+@worker_init.connect
+def _on_worker_init(sender: Any = None, **_: Any) -> None:
+    context = ensure_context(sender.app, getattr(sender, "hostname", None))
+    context.shutdown.clear()
+    start_up(context)
+
+
+@worker_ready.connect
+def _on_worker_ready(sender: Any = None, **_: Any) -> None:
+    global _janitor
+    context = get_context()
+    if context is None or _janitor is not None:
+        return
+    settings = get_settings()
+    _janitor = Janitor(context, settings.heartbeat_seconds, settings.worker_lost_seconds)
+    _janitor.start()
+
+
+@worker_shutting_down.connect
+def _on_shutting_down(**_: Any) -> None:
+    context = get_context()
+    if context is not None:
+        context.shutdown.set()
+
+
+@worker_shutdown.connect
+def _on_worker_shutdown(**_: Any) -> None:
+    global _janitor
+    if _janitor is not None:
+        _janitor.stop()
+        _janitor = None
+    context = get_context()
+    if context is None:
+        return
+    try:
+        state.unregister_worker(context.worker_id)
+    except SQLAlchemyError as exc:
+        logger.warning("could not unregister worker %s: %s", context.worker_id, exc)

@@ -1,0 +1,615 @@
+"""Every database write the worker makes, in one place.
+
+Ownership of a running job is fenced: a worker may write to a job only while the row still says
+``worker_id = <this worker>``, ``attempt = <the claimed attempt>`` and ``status`` running or
+cancelling. A worker that was declared lost (and whose job was requeued) therefore notices on its
+next write and stops, instead of overwriting the new attempt's state.
+
+Messages are sent only after the transaction that justifies them has committed (``enqueue`` is
+called last), so a worker can never receive a task for a row it cannot see yet.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import and_, delete, exists, func, insert, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session, aliased
+
+from api.db import begin_write, session_scope
+from api.models import (
+    ACTIVE_STATUSES,
+    Artifact,
+    Job,
+    JobAttempt,
+    LogLine,
+    MetricPoint,
+    Worker,
+    utcnow,
+)
+
+logger = logging.getLogger(__name__)
+
+Enqueue = Callable[[str, str], None]
+
+#: A job whose worker was lost this many times fails with reason ``worker_lost`` instead of
+#: being requeued once more (a job that kills its worker must not loop forever).
+MAX_LOST_ATTEMPTS = 3
+
+#: Files of a run directory registered as artifacts, with their kind.
+ARTIFACT_KINDS: dict[str, str] = {
+    "checkpoint-last.pth": "checkpoint",
+    "checkpoint-best.pth": "checkpoint",
+    "config.json": "config",
+    "results.json": "results",
+    "history.json": "history",
+}
+
+
+def _default_enqueue(job_id: str, queue: str) -> None:
+    from worker.celery_app import enqueue
+
+    enqueue(job_id, queue)
+
+
+@dataclass(frozen=True)
+class ClaimedJob:
+    """The part of a job row a worker needs to run it (read once, at claim time)."""
+
+    id: str
+    kind: str
+    attempt: int
+    config: dict[str, Any]
+    gpus: int
+    queue: str
+    artifact_dir: str
+    worker_id: str
+
+
+@dataclass
+class LogRecord:
+    """One line for the job's log."""
+
+    message: str
+    level: str = "INFO"
+    ts: datetime = field(default_factory=utcnow)
+
+
+@dataclass
+class FlushBatch:
+    """What a running job produced since the last flush."""
+
+    progress: dict[str, Any] | None = None
+    metrics: dict[int, dict[str, Any]] = field(default_factory=dict)
+    logs: list[LogRecord] = field(default_factory=list)
+    artifact_dir: str | None = None
+    artifact_names: set[str] = field(default_factory=set)
+
+    def empty(self) -> bool:
+        return (
+            self.progress is None and not self.metrics and not self.logs and not self.artifact_names
+        )
+
+    def merge_back(self, later: FlushBatch) -> None:
+        """Puts a batch that could not be written in front of what arrived since."""
+        if later.progress is not None:
+            self.progress = later.progress
+        self.metrics.update(later.metrics)
+        self.logs.extend(later.logs)
+        self.artifact_names |= later.artifact_names
+
+
+@dataclass(frozen=True)
+class FlushOutcome:
+    """``owned`` False: the job was requeued or finished elsewhere; stop touching it."""
+
+    owned: bool
+    cancel_requested: bool
+
+
+def _upsert(session: Session, table: Any, values: Sequence[Mapping[str, Any]], keys: list[str]):
+    """INSERT … ON CONFLICT (keys) DO UPDATE of every other given column."""
+    if not values:
+        return
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        stmt = postgresql.insert(table)
+    elif dialect == "sqlite":
+        stmt = sqlite.insert(table)
+    else:  # pragma: no cover - the service supports SQLite and PostgreSQL only
+        raise RuntimeError(f"unsupported database dialect {dialect!r}")
+    update_cols = {c: stmt.excluded[c] for c in values[0] if c not in keys}
+    session.execute(stmt.on_conflict_do_update(index_elements=keys, set_=update_cols), values)
+
+
+@contextmanager
+def _writing() -> Iterator[Session]:
+    """A write transaction: on SQLite it holds the write lock from its first statement, so that
+    what it reads stays true until it commits."""
+    with session_scope() as session:
+        begin_write(session)
+        yield session
+
+
+def _fence(job_id: str, worker_id: str, attempt: int) -> Any:
+    return and_(
+        Job.id == job_id,
+        Job.worker_id == worker_id,
+        Job.attempt == attempt,
+        Job.status.in_(ACTIVE_STATUSES),
+    )
+
+
+def next_log_seq(session: Session, job_id: str) -> int:
+    """The ``seq`` of the job's next log line (lines count from 0 across attempts)."""
+    last = session.scalar(select(func.max(LogLine.seq)).where(LogLine.job_id == job_id))
+    return 0 if last is None else int(last) + 1
+
+
+def append_logs(session: Session, job_id: str, attempt: int, records: Iterable[LogRecord]) -> None:
+    """Inserts ``records`` as one batch after the job's last line (inside a write transaction,
+    which keeps the numbering free of gaps and clashes)."""
+    first = next_log_seq(session, job_id)
+    rows = [
+        {
+            "job_id": job_id,
+            "seq": first + i,
+            "ts": r.ts,
+            "level": r.level,
+            "message": r.message,
+            "attempt": attempt,
+        }
+        for i, r in enumerate(records)
+    ]
+    if rows:
+        session.execute(insert(LogLine), rows)
+
+
+def _append_one_log(session: Session, job_id: str, attempt: int, message: str, level: str) -> None:
+    append_logs(session, job_id, attempt, [LogRecord(message, level)])
+
+
+def upsert_metrics(session: Session, job_id: str, metrics: Mapping[int, Mapping[str, Any]]) -> None:
+    """One row per (job, epoch); a repeated epoch (after a resume) replaces the old one."""
+    now = utcnow()
+    rows = [
+        {"job_id": job_id, "epoch": int(epoch), "metrics": dict(values), "created_at": now}
+        for epoch, values in sorted(metrics.items())
+    ]
+    _upsert(session, MetricPoint.__table__, rows, ["job_id", "epoch"])
+
+
+def register_artifacts(
+    session: Session, job_id: str, run_dir: str | Path, names: Iterable[str] | None = None
+) -> list[str]:
+    """Registers (or refreshes the size of) the known files of ``run_dir``; returns their names."""
+    folder = Path(run_dir)
+    now = utcnow()
+    rows = []
+    for name in sorted(names if names is not None else ARTIFACT_KINDS):
+        path = folder / name
+        if name not in ARTIFACT_KINDS or not path.is_file():
+            continue
+        rows.append(
+            {
+                "job_id": job_id,
+                "name": name,
+                "kind": ARTIFACT_KINDS[name],
+                "path": str(path),
+                "size_bytes": path.stat().st_size,
+                "created_at": now,
+            }
+        )
+    _upsert(session, Artifact.__table__, rows, ["job_id", "name"])
+    return [r["name"] for r in rows]
+
+
+# --------------------------------------------------------------------------- claim and run
+
+
+def claim_job(job_id: str, worker_id: str) -> ClaimedJob | None:
+    """Atomically moves a queued job to ``running`` on ``worker_id``.
+
+    Exactly one of several workers racing for the same job gets it: the conditional UPDATE
+    (``status = 'queued' AND NOT cancel_requested`` and, for a pipeline stage, a succeeded
+    predecessor) matches for the first writer only. Records the attempt row. Returns None when the
+    job cannot be claimed (unknown, already taken, finished, cancelled, or still waiting).
+    """
+    now = utcnow()
+    parent = aliased(Job)
+    predecessor_done = exists().where(parent.id == Job.depends_on, parent.status == "succeeded")
+    with _writing() as session:
+        claimed = session.execute(
+            update(Job)
+            .where(
+                Job.id == job_id,
+                Job.status == "queued",
+                Job.cancel_requested.is_(False),
+                or_(Job.depends_on.is_(None), predecessor_done),
+            )
+            .values(
+                status="running",
+                worker_id=worker_id,
+                started_at=func.coalesce(Job.started_at, now),
+                heartbeat_at=now,
+                updated_at=now,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        if claimed.rowcount != 1:
+            return None
+        job = session.execute(select(Job).where(Job.id == job_id)).scalar_one()
+        attempt_row = session.scalar(
+            select(JobAttempt).where(JobAttempt.job_id == job_id, JobAttempt.number == job.attempt)
+        )
+        if attempt_row is None:
+            session.add(
+                JobAttempt(job_id=job_id, number=job.attempt, worker_id=worker_id, started_at=now)
+            )
+        else:
+            attempt_row.worker_id, attempt_row.started_at = worker_id, now
+            attempt_row.ended_at = attempt_row.outcome = attempt_row.message = None
+        _append_one_log(
+            session,
+            job_id,
+            job.attempt,
+            f"attempt {job.attempt} started on worker {worker_id}",
+            "INFO",
+        )
+        return ClaimedJob(
+            id=job.id,
+            kind=job.kind,
+            attempt=job.attempt,
+            config=dict(job.config),
+            gpus=job.gpus,
+            queue=job.queue,
+            artifact_dir=job.artifact_dir,
+            worker_id=worker_id,
+        )
+
+
+def job_gpus(job_id: str) -> int | None:
+    """How many processes (GPUs) the job asks for (None for an unknown id)."""
+    with session_scope() as session:
+        return session.scalar(select(Job.gpus).where(Job.id == job_id))
+
+
+def job_status(job_id: str) -> str | None:
+    """The job's current status (None for an unknown id)."""
+    with session_scope() as session:
+        return session.scalar(select(Job.status).where(Job.id == job_id))
+
+
+def flush(job: ClaimedJob, batch: FlushBatch) -> FlushOutcome:
+    """Writes one batch (progress, heartbeat, metric points, log lines, artifacts) in one
+    transaction and reads back the cancellation flag.
+
+    Nothing is written when the worker no longer owns the job.
+    """
+    now = utcnow()
+    with _writing() as session:
+        values: dict[str, Any] = {"heartbeat_at": now, "updated_at": now}
+        if batch.progress is not None:
+            values["progress"] = {**batch.progress, "updated_at": now.isoformat()}
+        owned = session.execute(
+            update(Job)
+            .where(_fence(job.id, job.worker_id, job.attempt))
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        )
+        if owned.rowcount != 1:
+            session.rollback()
+            return FlushOutcome(owned=False, cancel_requested=False)
+        upsert_metrics(session, job.id, batch.metrics)
+        append_logs(session, job.id, job.attempt, batch.logs)
+        if batch.artifact_names and batch.artifact_dir:
+            register_artifacts(session, job.id, batch.artifact_dir, batch.artifact_names)
+        cancel = bool(session.scalar(select(Job.cancel_requested).where(Job.id == job.id)))
+    return FlushOutcome(owned=True, cancel_requested=cancel)
+
+
+def poll(job: ClaimedJob) -> FlushOutcome:
+    """Reads, without writing, whether the worker still owns the job and whether a cancel was
+    requested."""
+    with session_scope() as session:
+        row = session.execute(
+            select(Job.cancel_requested).where(_fence(job.id, job.worker_id, job.attempt))
+        ).first()
+    return FlushOutcome(owned=row is not None, cancel_requested=bool(row is not None and row[0]))
+
+
+@dataclass(frozen=True)
+class Finish:
+    """The end of an attempt. ``status``: succeeded, failed or cancelled."""
+
+    status: str
+    result: dict[str, Any] | None = None
+    reason: str | None = None
+    message: str | None = None
+    progress: dict[str, Any] | None = None
+
+
+def finish_job(
+    job: ClaimedJob,
+    outcome: Finish,
+    *,
+    logs: Sequence[LogRecord] = (),
+    enqueue: Enqueue | None = None,
+) -> bool:
+    """Records the end of the job: status, result or typed failure, the attempt's outcome, the
+    remaining log lines and artifacts; then releases (success) or cancels (failure, cancel) the
+    pipeline stages that wait for it. Returns False when the worker no longer owned the job."""
+    now = utcnow()
+    release: list[tuple[str, str]] = []
+    with _writing() as session:
+        values: dict[str, Any] = {
+            "status": outcome.status,
+            "finished_at": now,
+            "heartbeat_at": now,
+            "updated_at": now,
+            "result": outcome.result,
+            "failure_reason": outcome.reason,
+            "failure_message": outcome.message,
+        }
+        if outcome.progress is not None:
+            values["progress"] = {**outcome.progress, "updated_at": now.isoformat()}
+        done = session.execute(
+            update(Job)
+            .where(_fence(job.id, job.worker_id, job.attempt))
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        )
+        if done.rowcount != 1:
+            session.rollback()
+            return False
+        append_logs(session, job.id, job.attempt, logs)
+        _close_attempt(session, job.id, job.attempt, outcome.status, outcome.message)
+        register_artifacts(session, job.id, job.artifact_dir)
+        if outcome.status == "succeeded":
+            release = _waiting_dependents(session, job.id)
+        else:
+            _cancel_dependents(session, job.id, f"cancelled because job {job.id} {outcome.status}")
+    for dependent_id, queue in release:
+        (enqueue or _default_enqueue)(dependent_id, queue)
+        logger.info("released pipeline stage %s (after %s)", dependent_id, job.id)
+    return True
+
+
+def _close_attempt(
+    session: Session, job_id: str, number: int, outcome: str, message: str | None
+) -> None:
+    session.execute(
+        update(JobAttempt)
+        .where(JobAttempt.job_id == job_id, JobAttempt.number == number)
+        .values(ended_at=utcnow(), outcome=outcome, message=message)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def _waiting_dependents(session: Session, job_id: str) -> list[tuple[str, str]]:
+    rows = session.execute(
+        select(Job.id, Job.queue).where(Job.depends_on == job_id, Job.status == "queued")
+    ).all()
+    return [(r.id, r.queue) for r in rows]
+
+
+def _cancel_dependents(session: Session, job_id: str, message: str) -> list[str]:
+    """Cancels the queued stages that (transitively) wait for ``job_id``."""
+    now = utcnow()
+    cancelled: list[str] = []
+    frontier = [job_id]
+    while frontier:
+        waiting = session.scalars(
+            select(Job.id).where(Job.depends_on.in_(frontier), Job.status == "queued")
+        ).all()
+        if not waiting:
+            break
+        session.execute(
+            update(Job)
+            .where(Job.id.in_(waiting), Job.status == "queued")
+            .values(
+                status="cancelled",
+                cancel_requested=True,
+                finished_at=now,
+                updated_at=now,
+                failure_message=message,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        for dependent in waiting:
+            _append_one_log(session, dependent, 1, message, "WARNING")
+        cancelled.extend(waiting)
+        frontier = list(waiting)
+    if cancelled:
+        logger.info("cancelled waiting pipeline stages %s", ", ".join(cancelled))
+    return cancelled
+
+
+# --------------------------------------------------------------------------- lost workers
+
+
+def _requeue(
+    session: Session,
+    job: Job,
+    *,
+    outcome: str,
+    message: str,
+    count_as_lost: bool,
+) -> tuple[str, str] | None:
+    """Requeues (or, for a cancelling job, cancels; or, after too many losses, fails) one job
+    that its worker left. The caller's WHERE clause already matched; returns (id, queue) to
+    enqueue after the commit, or None."""
+    now = utcnow()
+    number = job.attempt
+    lost_before = 0
+    if count_as_lost:
+        lost_before = session.scalar(
+            select(func.count())
+            .select_from(JobAttempt)
+            .where(JobAttempt.job_id == job.id, JobAttempt.outcome == "worker_lost")
+        )
+    _close_attempt(session, job.id, number, outcome, message)
+    if job.status == "cancelling":
+        job.status, job.finished_at = "cancelled", now
+        job.worker_id, job.updated_at = None, now
+        _append_one_log(
+            session,
+            job.id,
+            number,
+            f"{message}; the job was being cancelled: it is now cancelled",
+            "WARNING",
+        )
+        _cancel_dependents(session, job.id, f"cancelled because job {job.id} was cancelled")
+        return None
+    if count_as_lost and lost_before + 1 >= MAX_LOST_ATTEMPTS:
+        job.status, job.finished_at, job.updated_at = "failed", now, now
+        job.failure_reason = "worker_lost"
+        job.failure_message = (
+            f"{message}; the job lost its worker {lost_before + 1} times and is not requeued "
+            "again; check the worker's memory and logs, then retry the job"
+        )
+        job.worker_id = None
+        _append_one_log(session, job.id, number, job.failure_message, "ERROR")
+        _cancel_dependents(session, job.id, f"cancelled because job {job.id} failed")
+        return None
+    job.status, job.attempt = "queued", number + 1
+    job.worker_id, job.heartbeat_at, job.updated_at = None, None, now
+    _append_one_log(
+        session, job.id, number, f"{message}; requeued as attempt {number + 1}", "WARNING"
+    )
+    return job.id, job.queue
+
+
+def requeue_lost_jobs(lost_after_seconds: float, *, enqueue: Enqueue | None = None) -> list[str]:
+    """Requeues every running job whose heartbeat is older than ``lost_after_seconds``.
+
+    Safe to run from every worker at once: each job is re-checked under a row lock (``FOR UPDATE``
+    on PostgreSQL, the database write lock on SQLite) inside its own transaction.
+    """
+    cutoff = utcnow() - timedelta(seconds=lost_after_seconds)
+    stale = or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < cutoff)
+    with session_scope() as session:
+        candidates = session.scalars(
+            select(Job.id).where(Job.status.in_(ACTIVE_STATUSES), stale)
+        ).all()
+    return _requeue_each(
+        candidates,
+        extra=stale,
+        message_for=lambda job: (
+            f"worker {job.worker_id} lost (no heartbeat for {lost_after_seconds:g} s)"
+        ),
+        outcome="worker_lost",
+        count_as_lost=True,
+        enqueue=enqueue,
+    )
+
+
+def recover_worker_jobs(worker_id: str, *, enqueue: Enqueue | None = None) -> list[str]:
+    """At a worker's start: its own jobs still marked running were left by its previous process
+    (killed, or the machine rebooted) and are requeued at once instead of after the timeout."""
+    with session_scope() as session:
+        candidates = session.scalars(
+            select(Job.id).where(Job.status.in_(ACTIVE_STATUSES), Job.worker_id == worker_id)
+        ).all()
+    return _requeue_each(
+        candidates,
+        extra=Job.worker_id == worker_id,
+        message_for=lambda job: f"worker {worker_id} restarted while running this job",
+        outcome="worker_lost",
+        count_as_lost=True,
+        enqueue=enqueue,
+    )
+
+
+def requeue_interrupted(job: ClaimedJob, *, enqueue: Enqueue | None = None) -> bool:
+    """A worker shutting down hands its job back (it resumes from its last checkpoint)."""
+    requeued = _requeue_each(
+        [job.id],
+        extra=_fence(job.id, job.worker_id, job.attempt),
+        message_for=lambda _: f"worker {job.worker_id} shut down",
+        outcome="interrupted",
+        count_as_lost=False,
+        enqueue=enqueue,
+    )
+    return bool(requeued)
+
+
+def _requeue_each(
+    job_ids: Iterable[str],
+    *,
+    extra: Any,
+    message_for: Callable[[Job], str],
+    outcome: str,
+    count_as_lost: bool,
+    enqueue: Enqueue | None,
+) -> list[str]:
+    handled: list[str] = []
+    for job_id in job_ids:
+        with _writing() as session:
+            job = session.scalar(
+                select(Job)
+                .where(Job.id == job_id, Job.status.in_(ACTIVE_STATUSES), extra)
+                .with_for_update()
+            )
+            if job is None:
+                continue
+            message = message_for(job)
+            logger.warning("job %s: %s", job_id, message)
+            send = _requeue(
+                session, job, outcome=outcome, message=message, count_as_lost=count_as_lost
+            )
+        handled.append(job_id)
+        if send is not None:
+            (enqueue or _default_enqueue)(*send)
+    return handled
+
+
+# --------------------------------------------------------------------------- worker registry
+
+
+def register_worker(worker_id: str, queues: Sequence[str], gpus: int) -> None:
+    """Announces (or re-announces) a worker, its queues and GPU count, for the API's checks."""
+    now = utcnow()
+    with _writing() as session:
+        _upsert(
+            session,
+            Worker.__table__,
+            [
+                {
+                    "id": worker_id,
+                    "hostname": socket.gethostname(),
+                    "queues": list(queues),
+                    "gpus": int(gpus),
+                    "started_at": now,
+                    "heartbeat_at": now,
+                }
+            ],
+            ["id"],
+        )
+
+
+def worker_heartbeat(worker_id: str, queues: Sequence[str], gpus: int) -> None:
+    """Refreshes the worker's heartbeat (re-registering it if its row was removed)."""
+    with _writing() as session:
+        touched = session.execute(
+            update(Worker)
+            .where(Worker.id == worker_id)
+            .values(heartbeat_at=utcnow())
+            .execution_options(synchronize_session=False)
+        )
+        if touched.rowcount == 1:
+            return
+    register_worker(worker_id, queues, gpus)
+
+
+def unregister_worker(worker_id: str) -> None:
+    with _writing() as session:
+        session.execute(delete(Worker).where(Worker.id == worker_id))
