@@ -38,6 +38,7 @@ def get_or_create_user(session: Session, name: str, *, admin: bool = False) -> U
         raise ConfigError(
             "name", f"invalid user name {name!r}", "use 1-100 letters, digits, '.', '_', '@', '-'"
         )
+    begin_write(session)  # read-then-insert: hold the write lock from the read on (SQLite WAL)
     user = session.scalar(select(User).where(User.name == name))
     if user is None:
         user = User(name=name, is_admin=admin)

@@ -1,0 +1,306 @@
+// Small SVG charts for the dashboard: line chart, grouped bars, scatter with a log-scale x axis
+// and a reliability diagram. No dependencies; every chart replaces the content of a container
+// element with one <svg> whose size follows the container's width.
+
+const SVG_NS = "http://www.w3.org/2000/svg";
+const MARGIN = { top: 30, right: 16, bottom: 42, left: 52 };
+
+export const PALETTE = [
+  "#2563eb", "#d97706", "#dc2626", "#0f766e", "#7c3aed", "#db2777", "#4b5563", "#65a30d",
+];
+export const GROUP_COLORS = {
+  many: "#2563eb", medium: "#d97706", few: "#dc2626", overall: "#334155",
+};
+
+function el(tag, attrs = {}, text = null) {
+  const node = document.createElementNS(SVG_NS, tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v !== null && v !== undefined) node.setAttribute(k, String(v));
+  }
+  if (text !== null) node.textContent = text;
+  return node;
+}
+
+function title(node, text) {
+  node.appendChild(el("title", {}, text));
+  return node;
+}
+
+function frame(container, height, cls, left = MARGIN.left) {
+  const width = Math.max(280, Math.round(container.clientWidth || 560));
+  const svg = el("svg", {
+    class: `chart ${cls}`, width, height, viewBox: `0 0 ${width} ${height}`, role: "img",
+  });
+  container.replaceChildren(svg);
+  return {
+    svg, width, height,
+    x0: left, x1: width - MARGIN.right, y0: height - MARGIN.bottom, y1: MARGIN.top,
+  };
+}
+
+function emptyState(f, message) {
+  f.svg.appendChild(el("text", {
+    x: (f.x0 + f.x1) / 2, y: (f.y0 + f.y1) / 2, class: "chart-empty", "text-anchor": "middle",
+  }, message));
+}
+
+/** Round tick values covering [lo, hi]: steps of 1, 2 or 5 times a power of ten. */
+export function niceTicks(lo, hi, count = 5) {
+  if (!Number.isFinite(lo) || !Number.isFinite(hi)) return [];
+  if (hi === lo) { const d = Math.abs(lo) * 0.1 || 1; lo -= d; hi += d; }
+  const raw = (hi - lo) / Math.max(1, count);
+  const mag = 10 ** Math.floor(Math.log10(raw));
+  const step = [1, 2, 5, 10].map((m) => m * mag).find((s) => s >= raw) || 10 * mag;
+  const out = [];
+  for (let v = Math.ceil(lo / step - 1e-9) * step; v <= hi + step * 1e-9; v += step) {
+    out.push(Math.abs(v) < step * 1e-9 ? 0 : v);
+  }
+  return out;
+}
+
+export function formatNumber(v) {
+  if (v === null || v === undefined || !Number.isFinite(v)) return "–";
+  const a = Math.abs(v);
+  if (a !== 0 && (a < 1e-3 || a >= 1e5)) return v.toExponential(1).replace("e+", "e");
+  if (a >= 100) return v.toFixed(0);
+  if (a >= 10) return Number.isInteger(v) ? String(v) : v.toFixed(1);
+  return String(Number(v.toPrecision(3)));
+}
+
+/** One number format for a whole axis, with as many decimals as its tick step needs. */
+function tickFormatter(ticks) {
+  if (ticks.length < 2) return formatNumber;
+  const step = Math.abs(ticks[1] - ticks[0]);
+  const decimals = Math.max(0, Math.ceil(-Math.log10(step) - 1e-9));
+  const big = Math.max(...ticks.map(Math.abs)) >= 1e5;
+  if (decimals > 4 || big) {
+    return (v) => (v === 0 ? "0" : v.toExponential(1).replace(".0e", "e").replace("e+", "e"));
+  }
+  return (v) => (v === 0 ? "0" : v.toFixed(decimals));
+}
+
+function linear(d0, d1, r0, r1) {
+  const span = d1 - d0 || 1;
+  return (v) => r0 + ((v - d0) / span) * (r1 - r0);
+}
+
+function axes(f, xTicks, yTicks, sx, sy, opts) {
+  const g = el("g", { class: "axes" });
+  const yFormat = opts.yFormat || tickFormatter(yTicks);
+  const xFormat = opts.xFormat || tickFormatter(xTicks.map((t) => t.value ?? t));
+  for (const t of yTicks) {
+    const y = sy(t);
+    g.appendChild(el("line", { x1: f.x0, x2: f.x1, y1: y, y2: y, class: "grid" }));
+    g.appendChild(el("text", { x: f.x0 - 6, y: y + 4, "text-anchor": "end", class: "tick" },
+      yFormat(t)));
+  }
+  for (const t of xTicks) {
+    const x = sx(t.value ?? t);
+    g.appendChild(el("line", { x1: x, x2: x, y1: f.y0, y2: f.y0 + 4, class: "tick-mark" }));
+    g.appendChild(el("text", { x, y: f.y0 + 17, "text-anchor": "middle", class: "tick" },
+      t.label ?? xFormat(t)));
+  }
+  g.appendChild(el("line", { x1: f.x0, x2: f.x1, y1: f.y0, y2: f.y0, class: "axis" }));
+  g.appendChild(el("line", { x1: f.x0, x2: f.x0, y1: f.y0, y2: f.y1, class: "axis" }));
+  if (opts.xLabel) {
+    g.appendChild(el("text", {
+      x: (f.x0 + f.x1) / 2, y: f.height - 6, "text-anchor": "middle", class: "axis-label",
+    }, opts.xLabel));
+  }
+  if (opts.yLabel) {
+    g.appendChild(el("text", {
+      x: 12, y: (f.y0 + f.y1) / 2, "text-anchor": "middle", class: "axis-label",
+      transform: `rotate(-90 12 ${(f.y0 + f.y1) / 2})`,
+    }, opts.yLabel));
+  }
+  f.svg.appendChild(g);
+}
+
+function legend(f, items) {
+  const g = el("g", { class: "legend" });
+  let x = f.x0;
+  for (const item of items) {
+    const entry = el("g", { transform: `translate(${x} 12)` });
+    entry.appendChild(el("rect", { x: 0, y: -8, width: 10, height: 10, rx: 2, fill: item.color }));
+    const label = el("text", { x: 14, y: 1, class: "legend-label" }, item.name);
+    entry.appendChild(label);
+    g.appendChild(entry);
+    x += 30 + item.name.length * 6.8;
+  }
+  f.svg.appendChild(g);
+}
+
+/**
+ * Line chart.
+ * series: [{name, color, points: [[x, y], ...]}]; options: xLabel, yLabel, yDomain [lo, hi],
+ * yFormat, xFormat, height, integerX (ticks at whole numbers only).
+ */
+export function lineChart(container, series, opts = {}) {
+  const all = series.flatMap((s) => s.points.filter((p) => Number.isFinite(p[1])));
+  if (!all.length) {
+    const f = frame(container, opts.height || 240, "line-chart");
+    emptyState(f, opts.empty || "no data yet");
+    return f.svg;
+  }
+  let [ylo, yhi] = opts.yDomain || [Math.min(...all.map((p) => p[1])), Math.max(...all.map((p) => p[1]))];
+  if (!opts.yDomain) {
+    const pad = (yhi - ylo) * 0.08 || Math.abs(yhi) * 0.1 || 1;
+    ylo = ylo >= 0 && ylo - pad < 0 ? 0 : ylo - pad;
+    yhi += pad;
+  }
+  const yTicks = niceTicks(ylo, yhi, 5);
+  if (!opts.yDomain) { ylo = Math.min(ylo, yTicks[0]); yhi = Math.max(yhi, yTicks.at(-1)); }
+  // room for the widest tick label left of the axis, and the axis title left of that
+  const labelChars = Math.max(...yTicks.map((t) => (opts.yFormat || tickFormatter(yTicks))(t).length));
+  const f = frame(container, opts.height || 240, "line-chart", Math.max(MARGIN.left, 30 + labelChars * 6.6));
+  let [xlo, xhi] = [Math.min(...all.map((p) => p[0])), Math.max(...all.map((p) => p[0]))];
+  if (xlo === xhi) { xlo -= 0.5; xhi += 0.5; }
+  let xTicks = niceTicks(xlo, xhi, Math.min(8, Math.max(2, Math.floor((f.x1 - f.x0) / 70))));
+  if (opts.integerX) xTicks = xTicks.filter((t) => Number.isInteger(t));
+  const sx = linear(xlo, xhi, f.x0, f.x1);
+  const sy = linear(ylo, yhi, f.y0, f.y1);
+  axes(f, xTicks, yTicks, sx, sy, opts);
+  const plot = el("g", { class: "plot" });
+  for (const s of series) {
+    const pts = s.points.filter((p) => Number.isFinite(p[1]));
+    if (!pts.length) continue;
+    const d = pts.map((p, i) => `${i ? "L" : "M"}${sx(p[0]).toFixed(1)},${sy(p[1]).toFixed(1)}`).join("");
+    plot.appendChild(el("path", {
+      d, class: "series-line", stroke: s.color, "data-series": s.name, "data-points": pts.length,
+    }));
+    if (pts.length <= 80) {
+      for (const p of pts) {
+        const dot = el("circle", { cx: sx(p[0]), cy: sy(p[1]), r: 2.8, fill: s.color, class: "dot" });
+        plot.appendChild(title(dot, `${s.name}: ${formatNumber(p[1])} at ${opts.xLabel || "x"} ${formatNumber(p[0])}`));
+      }
+    }
+  }
+  f.svg.appendChild(plot);
+  legend(f, series.filter((s) => s.points.length));
+  return f.svg;
+}
+
+/**
+ * Grouped bar chart.
+ * groups: category labels; series: [{name, color, values: [number|null per group], colors?:
+ * [a colour per group, for a single series]}];
+ * options: yMax, yLabel, height, valueFormat.
+ */
+export function barChart(container, groups, series, opts = {}) {
+  const f = frame(container, opts.height || 240, "bar-chart");
+  const values = series.flatMap((s) => s.values).filter((v) => Number.isFinite(v));
+  if (!values.length) { emptyState(f, opts.empty || "no results yet"); return f.svg; }
+  const yhi = opts.yMax ?? Math.max(...values) * 1.15;
+  const yTicks = niceTicks(0, yhi, 5);
+  const sy = linear(0, Math.max(yhi, yTicks.at(-1)), f.y0, f.y1);
+  const band = (f.x1 - f.x0) / groups.length;
+  const inner = band * 0.78;
+  const barW = Math.min(46, inner / series.length);
+  const sx = (i) => f.x0 + band * (i + 0.5);
+  axes(f, groups.map((g, i) => ({ value: i, label: g })), yTicks, sx, sy, opts);
+  const plot = el("g", { class: "plot" });
+  const fmt = opts.valueFormat || ((v) => v.toFixed(1));
+  groups.forEach((group, gi) => {
+    const start = sx(gi) - (barW * series.length) / 2;
+    series.forEach((s, si) => {
+      const v = s.values[gi];
+      const x = start + si * barW;
+      if (!Number.isFinite(v)) {
+        plot.appendChild(el("text", { x: x + barW / 2, y: f.y0 - 5, "text-anchor": "middle", class: "bar-value muted" }, "n/a"));
+        return;
+      }
+      const y = sy(v);
+      const bar = el("rect", {
+        x: x + 1, y, width: Math.max(1, barW - 2), height: Math.max(0, f.y0 - y), rx: 2,
+        fill: s.colors?.[gi] ?? s.color, class: "bar", "data-series": s.name, "data-group": group,
+      });
+      plot.appendChild(title(bar, `${s.name} · ${group}: ${fmt(v)}`));
+      if (barW >= 22) {
+        plot.appendChild(el("text", { x: x + barW / 2, y: y - 4, "text-anchor": "middle", class: "bar-value" }, fmt(v)));
+      }
+    });
+  });
+  f.svg.appendChild(plot);
+  if (series.length > 1 || opts.legend) legend(f, series);
+  return f.svg;
+}
+
+function logTicks(lo, hi) {
+  const ticks = [];
+  const e0 = Math.floor(Math.log10(lo));
+  const e1 = Math.ceil(Math.log10(hi));
+  const steps = e1 - e0 <= 2 ? [1, 2, 5] : [1];
+  for (let e = e0; e <= e1; e++) {
+    for (const m of steps) {
+      const v = m * 10 ** e;
+      if (v >= lo * 0.999 && v <= hi * 1.001) ticks.push({ value: v, label: formatNumber(v) });
+    }
+  }
+  return ticks;
+}
+
+/**
+ * Scatter plot with a log-scale x axis (e.g. per-class accuracy vs. training images).
+ * points: [{x, y, label, color}]; options: xLabel, yLabel, yDomain, vlines: [{x, label}], height.
+ */
+export function scatterLogX(container, points, opts = {}) {
+  const f = frame(container, opts.height || 280, "scatter-chart");
+  const pts = points.filter((p) => p.x > 0 && Number.isFinite(p.y));
+  if (!pts.length) { emptyState(f, opts.empty || "no per-class results"); return f.svg; }
+  const xs = pts.map((p) => p.x);
+  let lo = Math.min(...xs) / 1.4;
+  let hi = Math.max(...xs) * 1.4;
+  for (const v of opts.vlines || []) { lo = Math.min(lo, v.x / 1.2); hi = Math.max(hi, v.x * 1.2); }
+  const [ylo, yhi] = opts.yDomain || [0, 100];
+  const lx = linear(Math.log10(lo), Math.log10(hi), f.x0, f.x1);
+  const sx = (v) => lx(Math.log10(v));
+  const sy = linear(ylo, yhi, f.y0, f.y1);
+  axes(f, logTicks(lo, hi), niceTicks(ylo, yhi, 5), sx, sy, opts);
+  const plot = el("g", { class: "plot" });
+  for (const v of opts.vlines || []) {
+    const x = sx(v.x);
+    plot.appendChild(el("line", { x1: x, x2: x, y1: f.y0, y2: f.y1, class: "vline" }));
+    if (v.label) plot.appendChild(el("text", { x: x + 4, y: f.y1 + 10, class: "vline-label" }, v.label));
+  }
+  for (const p of pts) {
+    const dot = el("circle", {
+      cx: sx(p.x), cy: sy(p.y), r: pts.length > 200 ? 2.5 : 4.5, fill: p.color || PALETTE[0],
+      class: "scatter-dot",
+    });
+    plot.appendChild(title(dot, `${p.label}: ${formatNumber(p.y)}% with ${p.x} training images`));
+  }
+  f.svg.appendChild(plot);
+  if (opts.legend) legend(f, opts.legend);
+  return f.svg;
+}
+
+/**
+ * Reliability diagram: accuracy per confidence bin against the diagonal of perfect calibration.
+ * bins: [{lo, hi, accuracy, confidence, count}] with accuracy/confidence in [0, 1].
+ */
+export function reliabilityChart(container, bins, opts = {}) {
+  const f = frame(container, opts.height || 260, "reliability-chart");
+  const used = bins.filter((b) => b.count > 0 && Number.isFinite(b.accuracy));
+  if (!used.length) { emptyState(f, "no calibration bins"); return f.svg; }
+  const sx = linear(0, 1, f.x0, f.x1);
+  const sy = linear(0, 1, f.y0, f.y1);
+  const pct = (v) => `${Math.round(v * 100)}`;
+  axes(f, niceTicks(0, 1, 5), niceTicks(0, 1, 5), sx, sy,
+    { xLabel: "confidence (%)", yLabel: "accuracy (%)", xFormat: pct, yFormat: pct });
+  const plot = el("g", { class: "plot" });
+  for (const b of used) {
+    const x = sx(b.lo);
+    const w = sx(b.hi) - x;
+    const bar = el("rect", { x: x + 1, y: sy(b.accuracy), width: Math.max(1, w - 2), height: f.y0 - sy(b.accuracy), fill: PALETTE[0], class: "bar" });
+    plot.appendChild(title(bar, `confidence ${pct(b.lo)}–${pct(b.hi)}%: accuracy ${pct(b.accuracy)}% (${b.count} images)`));
+    if (Number.isFinite(b.confidence)) {
+      const top = Math.min(sy(b.accuracy), sy(b.confidence));
+      const gap = Math.abs(sy(b.accuracy) - sy(b.confidence));
+      plot.appendChild(el("rect", { x: x + 1, y: top, width: Math.max(1, w - 2), height: gap, class: "gap" }));
+    }
+  }
+  plot.appendChild(el("line", { x1: sx(0), y1: sy(0), x2: sx(1), y2: sy(1), class: "diagonal" }));
+  f.svg.appendChild(plot);
+  legend(f, [{ name: "accuracy", color: PALETTE[0] }, { name: "gap to confidence", color: "#f87171" }]);
+  return f.svg;
+}
