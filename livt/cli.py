@@ -9,7 +9,9 @@ that this module stays a thin dispatcher and ``livt train`` never imports the se
 - ``livt.client_cli``: ``submit``, ``jobs``, ``show``, ``logs``, ``cancel``, ``retry``, ``wait``,
   ``results``
 
-A handler is stored as ``func`` on its parser and returns the process exit status.
+A handler is stored as ``func`` on its parser and returns the process exit status. ``main`` imports
+only the module of the command it runs (``COMMANDS``), so a client command does not pay for
+importing torch; ``livt --help`` imports them all.
 """
 
 from __future__ import annotations
@@ -21,22 +23,34 @@ import sys
 from collections.abc import Sequence
 
 COMMAND_MODULES = ("livt_core.cli", "api.commands", "worker.commands", "livt.client_cli")
+#: The module that registers each top-level command.
+COMMANDS = {
+    "train": "livt_core.cli",
+    **dict.fromkeys(("db", "token"), "api.commands"),
+    **dict.fromkeys(("serve", "worker", "demo"), "worker.commands"),
+    **dict.fromkeys(
+        ("submit", "jobs", "show", "logs", "cancel", "retry", "wait", "results"), "livt.client_cli"
+    ),
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(modules: Sequence[str] = COMMAND_MODULES) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="livt",
         description="Long-tailed ViT training (LiVT): library runs, the job service and its client.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
+    for name in modules:
         importlib.import_module(name).add_commands(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    module = COMMANDS.get(command or "")
+    parser = build_parser((module,) if module else COMMAND_MODULES)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
