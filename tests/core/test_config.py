@@ -72,7 +72,7 @@ def test_unknown_preset_lists_valid_ones():
         ({"loss": "focal"}, "loss", "bal_bce"),
         ({"model": "resnet50"}, "model", "vit_base_patch16"),
         ({"model": "mae_vit_base_patch16"}, "model", "classifier"),
-        ({"loss": "lade"}, "loss", "mixup=0"),
+        ({"loss": "lade", "mixup": 0.8}, "loss", "mixup=0"),
         ({"loss": "ce", "tau": 1.5}, "tau", "set tau=1"),
         ({"layer_decay": 0}, "layer_decay", "(0, 1]"),
         ({"min_lr": 1, "lr": 0.1}, "min_lr", "lower min_lr"),
