@@ -19,10 +19,11 @@ Usage::
 
     python bench/speed.py                 # all cases on the default device
     python bench/speed.py --device cuda   # the same script on a GPU
-    python bench/speed.py --smoke --out-dir /tmp/speed   # seconds; tiny models, a few steps
+    python bench/speed.py --smoke         # seconds; tiny models, a few steps
 
 Writes ``speed-<device>.md`` and ``speed-<device>.json`` into ``--out-dir`` (default
-``bench/results``). Timings depend on the machine and its load; nothing here asserts on them.
+``bench/results``; ``runs/bench-speed-smoke`` with ``--smoke``). Timings depend on the machine
+and its load; nothing here asserts on them.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ from livt_core.models import create_model
 logger = logging.getLogger("bench.speed")
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+SMOKE_DIR = Path(__file__).resolve().parent.parent / "runs" / "bench-speed-smoke"
 
 
 @dataclass(frozen=True)
@@ -337,14 +339,22 @@ def _loadavg() -> list[float] | None:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda")
-    parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
+    parser.add_argument(
+        "--out-dir",
+        type=Path,
+        default=None,
+        help=f"result files (default {RESULTS_DIR}; with --smoke {SMOKE_DIR})",
+    )
     parser.add_argument("--steps", type=int, default=None, help="timed steps per case")
     parser.add_argument("--small-batch", type=int, default=None, help="batch of the 28 px cases")
     parser.add_argument("--base-batch", type=int, default=None, help="batch of the ViT-B cases")
     parser.add_argument("--gemm-n", type=int, default=None, help="size of the peak GEMM")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--smoke", action="store_true", help="seconds: tiny models, 2 steps")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    # a smoke run must never overwrite the committed results
+    args.out_dir = args.out_dir or (SMOKE_DIR if args.smoke else RESULTS_DIR)
+    return args
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

@@ -9,8 +9,17 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
-from livt_core.cli import main
+from livt_core.cli import EXIT_CODES, main
+from livt_core.engine import failure_reason
+from livt_core.errors import (
+    CheckpointError,
+    ConfigError,
+    DataError,
+    NonFiniteLossError,
+    StopRequested,
+)
 from livt_core.events import read_events
 
 TINY = [
@@ -276,3 +285,19 @@ def test_non_finite_loss_exits_5(tmp_path, capsys):
     last_two = read_events(events)[0][-2:]
     assert last_two[0]["type"] == "error" and last_two[0]["reason"] == "non_finite_loss"
     assert last_two[1] == {**last_two[1], "type": "end", "status": "failed"}
+
+
+@pytest.mark.parametrize(
+    ("error", "code"),
+    [
+        (torch.OutOfMemoryError("CUDA out of memory"), 6),
+        (NonFiniteLossError(float("nan"), 0, 3), 5),
+        (CheckpointError("checkpoint x does not exist"), 4),
+        (DataError("no images"), 4),
+        (ConfigError("loss", "unknown"), 2),
+        (StopRequested("stop"), 3),
+        (ValueError("bug"), 1),
+    ],
+)
+def test_exit_status_of_each_failure_class(error, code):
+    assert EXIT_CODES.get(failure_reason(error), 1) == code
