@@ -17,7 +17,7 @@ those keys and add a few, with ``args`` as a plain dict so that no class needs u
     epoch        last completed epoch (0-based)
     scaler       AMP grad-scaler state dict, or None
     args         the resolved run configuration as a plain dict
-    global_step  optimizer steps taken so far
+    global_step  training steps (batches) taken so far
     rng          random-number-generator states for an exact resume
     best         best validation result so far (fine-tuning)
     kind         "pretrain" | "finetune"
