@@ -50,6 +50,8 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from livt_core.data.longtail import longtail_counts
+from livt_core.distributed import resolve_device
+from livt_core.errors import ConfigError
 from livt_core.losses import build_loss
 from livt_core.models import create_model
 
@@ -362,10 +364,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.device == "auto":
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    else:
-        device = torch.device(args.device)
+    try:
+        device = resolve_device(args.device)
+    except ConfigError as exc:
+        raise SystemExit(f"--device: {exc.message}; run with --device cpu") from None
     started = time.perf_counter()
     load_before = _loadavg()
     logger.info("device %s", device_info(device))

@@ -139,6 +139,14 @@ def _check_device(v: str) -> str:
     return v
 
 
+def _check_threads(v: int | None) -> int | None:
+    if v is not None and v <= 0:
+        raise _fail(
+            "must be a positive integer; set threads to 1 or more, or null for torch's default"
+        )
+    return v
+
+
 class _TrainBase(_Strict):
     """Optimisation settings shared by the two training stages."""
 
@@ -162,8 +170,18 @@ class _TrainBase(_Strict):
     clip_grad: float | None = Field(None, description="max gradient norm; None = no clipping")
     amp: Literal["auto", "bf16", "fp16", "off"] = "auto"
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
+    threads: int | None = Field(
+        None,
+        description="torch intra-op threads of each training process; None = torch's default "
+        "(one per core)",
+    )
     seed: int = 0
     max_steps_per_epoch: int | None = Field(None, description="cap on steps per epoch (smoke runs)")
+
+    @field_validator("threads")
+    @classmethod
+    def _threads(cls, v: int | None) -> int | None:
+        return _check_threads(v)
 
     @field_validator("epochs", "batch_size", "accum_iter")
     @classmethod
@@ -270,6 +288,9 @@ class FinetuneConfig(_TrainBase):
     cutmix: float = 1.0
     mixup_prob: float = 1.0
     mixup_switch_prob: float = 0.5
+    crop_scale: tuple[float, float] = Field(
+        (0.08, 1.0), description="area range of the random resized crop (timm's --scale)"
+    )
     auto_augment: str | None = "rand-m9-mstd0.5-inc1"
     reprob: float = 0.25
     remode: Literal["pixel", "rand", "const"] = "pixel"
@@ -307,6 +328,17 @@ class FinetuneConfig(_TrainBase):
     def _alpha(cls, v: float, info: Any) -> float:
         if v < 0:
             raise _fail(f"must be ≥ 0 (0 switches it off); set {info.field_name}=0 or more")
+        return v
+
+    @field_validator("crop_scale")
+    @classmethod
+    def _crop_scale(cls, v: tuple[float, float]) -> tuple[float, float]:
+        low, high = v
+        if not 0.0 < low <= high <= 1.0:
+            raise _fail(
+                f"must be [low, high] with 0 < low ≤ high ≤ 1, got {list(v)}; "
+                "the paper uses crop_scale=[0.08, 1.0]"
+            )
         return v
 
     @field_validator("layer_decay")
@@ -366,12 +398,22 @@ class EvaluateConfig(_Strict):
     batch_size: int = 128
     amp: Literal["auto", "bf16", "fp16", "off"] = "auto"
     device: str = "auto"
+    threads: int | None = Field(
+        None,
+        description="torch intra-op threads of each training process; None = torch's default "
+        "(one per core)",
+    )
     seed: int = 0
 
     @field_validator("model")
     @classmethod
     def _model(cls, v: str) -> str:
         return _check_model(v, mae=False, kind="evaluate")
+
+    @field_validator("threads")
+    @classmethod
+    def _threads(cls, v: int | None) -> int | None:
+        return _check_threads(v)
 
     @field_validator("device")
     @classmethod
@@ -397,12 +439,14 @@ CONFIG_CLASSES: dict[str, type[_Strict]] = {
 def _fashion(kind: str) -> dict[str, Any]:
     """Fashion-MNIST-LT sized for a 2-core CPU: 28 px grey images, the nano ViT, n_max 1000, γ 100.
 
-    Pretrain (15 epochs) → finetune (25 epochs) → evaluate take about 5 minutes with one torch
-    thread per process (``OMP_NUM_THREADS=1``: two intra-op threads on a busy 2-core machine are
-    several times slower for a model this small). Fine-tuning keeps crop + flip and label
+    Pretrain (15 epochs) → finetune (25 epochs) → evaluate take about 3 minutes with one torch
+    thread per process (``threads=1``) and one loader process: more intra-op threads do not speed
+    up a model this small, and on a busy 2-core machine they make it several times slower. Fine-tuning keeps crop + flip and label
     smoothing but turns RandAugment, Mixup / CutMix and random erasing off: on 2,478 grey 28 px
     images and a 0.2 M-parameter ViT trained for tens of epochs they mostly slow fitting down.
-    Batch 32 gives 77 updates per epoch, which a schedule this short needs.
+    The random crop keeps 35–100 % of the image area (the paper's 8–100 % leaves a few pixels of
+    a 28 px item; see ``bench/README.md``). Batch 32 gives 77 updates per epoch, which a schedule
+    this short needs.
     """
     data = {
         "dataset": "fashion-mnist-lt",
@@ -416,6 +460,7 @@ def _fashion(kind: str) -> dict[str, Any]:
         return {
             "data": data,
             "model": "mae_vit_nano_patch4",
+            "threads": 1,
             "epochs": 15,
             "warmup_epochs": 1,
             "batch_size": 64,
@@ -425,18 +470,20 @@ def _fashion(kind: str) -> dict[str, Any]:
         return {
             "data": data,
             "model": "vit_nano_patch4",
+            "threads": 1,
             "epochs": 25,
             "warmup_epochs": 2,
             "batch_size": 32,
             "blr": 1.6e-2,
             "layer_decay": 0.75,
             "drop_path": 0.1,
+            "crop_scale": [0.35, 1.0],
             "auto_augment": None,
             "mixup": 0.0,
             "cutmix": 0.0,
             "reprob": 0.0,
         }
-    return {"data": data, "model": "vit_nano_patch4", "batch_size": 256}
+    return {"data": data, "model": "vit_nano_patch4", "threads": 1, "batch_size": 256}
 
 
 def _large(

@@ -99,9 +99,10 @@ def build_train_transform(
     reprob: float = 0.25,
     remode: str = "pixel",
     hflip: float = 0.5,
+    crop_scale: Sequence[float] = (0.08, 1.0),
 ) -> T.Compose:
-    """BFT (fine-tuning) augmentation in timm's order: random resized crop (scale 0.08–1,
-    bicubic), horizontal flip, RandAugment (``auto_augment``, a timm ``rand-…`` string, or
+    """BFT (fine-tuning) augmentation in timm's order: random resized crop (area ``crop_scale``,
+    0.08–1 by default, bicubic), horizontal flip, RandAugment (``auto_augment``, a timm ``rand-…`` string, or
     ``None``), tensor, normalise, random erasing (probability ``reprob``, mode ``remode``)."""
     _check_size(img_size)
     mean, std = channel_stats(mean, std, in_chans)
@@ -111,9 +112,14 @@ def build_train_transform(
         raise ConfigError("hflip", f"must lie in [0, 1], got {hflip}")
     if remode not in ("const", "rand", "pixel"):
         raise ConfigError("remode", f"unknown mode {remode!r}", "use 'pixel', 'rand' or 'const'")
+    low, high = crop_scale
+    if not 0.0 < low <= high <= 1.0:
+        raise ConfigError(
+            "crop_scale", f"must be (low, high) with 0 < low ≤ high ≤ 1, got {tuple(crop_scale)}"
+        )
     steps: list = [
         ConvertMode(_mode(in_chans)),
-        T.RandomResizedCrop(img_size, scale=(0.08, 1.0), interpolation=InterpolationMode.BICUBIC),
+        T.RandomResizedCrop(img_size, scale=(low, high), interpolation=InterpolationMode.BICUBIC),
     ]
     if hflip > 0:
         steps.append(T.RandomHorizontalFlip(hflip))

@@ -59,8 +59,13 @@ def transform_kwargs(data: DataConfig, spec: DataSpec) -> dict[str, Any]:
 
 
 def train_augment_kwargs(config: FinetuneConfig) -> dict[str, Any]:
-    """Fine-tuning augmentation beyond crop and flip."""
-    return {"auto_augment": config.auto_augment, "reprob": config.reprob, "remode": config.remode}
+    """Fine-tuning augmentation settings of ``build_train_transform``."""
+    return {
+        "auto_augment": config.auto_augment,
+        "reprob": config.reprob,
+        "remode": config.remode,
+        "crop_scale": config.crop_scale,
+    }
 
 
 def model_kwargs(

@@ -78,6 +78,8 @@ def run(
             ``on_error`` and ``on_end("failed")`` were called; anything else likewise.
     """
     cbs = callbacks if callbacks is not None and env_rank() == 0 else Callback()
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
     recipe = RECIPES[config.kind](config, output_dir, callbacks=cbs, resume=resume)
     status = "succeeded"
     result: dict[str, Any] = {}

@@ -6,11 +6,17 @@ expected columns and finite numbers.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
+import torch
+
+from livt_core.config import resolve_config
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -43,6 +49,22 @@ def test_speed_smoke(tmp_path: Path) -> None:
         assert column in header
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_speed_asks_for_cpu_when_cuda_is_missing(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "speed.py"), "--smoke", "--device", "cuda"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 1
+    assert (
+        "--device: cuda asked for but CUDA is not available; run with --device cpu" in proc.stderr
+    )
+    assert "Traceback" not in proc.stderr
+
+
 def test_quality_smoke(tmp_path: Path) -> None:
     _run("quality.py", "--out-dir", str(tmp_path), "--work-dir", str(tmp_path / "runs"))
     report = json.loads((tmp_path / "quality.json").read_text())
@@ -64,3 +86,34 @@ def test_quality_smoke(tmp_path: Path) -> None:
     after = {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").glob("*/results.json")}
     assert before == after and len(before) == 7
     assert json.loads((tmp_path / "quality.json").read_text())["rows"] == report["rows"]
+
+
+def _load_quality():
+    spec = importlib.util.spec_from_file_location("bench_quality", REPO / "bench" / "quality.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_quality_matches_run_directories_with_defaults_filled_in() -> None:
+    quality = _load_quality()
+    config = resolve_config("finetune", "fashion-mnist-lt", {"loss": "ce"})
+    on_disk = config.model_dump(mode="json")
+    assert quality.same_config(config, on_disk)
+    # a run written before a setting existed still matches while the setting keeps its default
+    older = {k: v for k, v in on_disk.items() if k != "crop_scale"}
+    assert not quality.same_config(config, older)  # the preset changes crop_scale
+    default_crop = resolve_config(
+        "finetune", "fashion-mnist-lt", {"loss": "ce", "crop_scale": [0.08, 1.0]}
+    )
+    assert quality.same_config(default_crop, older)
+    assert not quality.same_config(config, {**on_disk, "epochs": on_disk["epochs"] + 1})
+    assert not quality.same_config(config, {"bogus": 1})
+
+
+def test_quality_rejects_a_dependency_on_a_missing_run(tmp_path: Path) -> None:
+    quality = _load_quality()
+    job = quality.Job("finetune", {}, tmp_path, after="mgp-seed9")
+    with pytest.raises(ValueError, match="mgp-seed9"):
+        quality.run_all({"bft": job}, 2, 1)

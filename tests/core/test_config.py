@@ -48,6 +48,10 @@ def test_preset_values_per_dataset():
     assert resolve_config("pretrain", "imagenet-lt").effective_batch_size == 4096
     assert resolve_config("finetune", "imagenet-lt").effective_batch_size == 1024
     assert resolve_config("finetune", "cifar10-lt").layer_decay == 0.65
+    assert resolve_config("finetune", "imagenet-lt").crop_scale == (0.08, 1.0)
+    assert resolve_config("finetune", "fashion-mnist-lt").crop_scale == (0.35, 1.0)
+    assert resolve_config("evaluate", "fashion-mnist-lt").threads == 1
+    assert resolve_config("pretrain", "imagenet-lt").threads is None
 
 
 def test_overrides_win_over_preset_and_merge_nested():
@@ -75,6 +79,9 @@ def test_unknown_preset_lists_valid_ones():
         ({"loss": "lade", "mixup": 0.8}, "loss", "mixup=0"),
         ({"loss": "ce", "tau": 1.5}, "tau", "set tau=1"),
         ({"layer_decay": 0}, "layer_decay", "(0, 1]"),
+        ({"crop_scale": [0.0, 1.0]}, "crop_scale", "crop_scale=[0.08, 1.0]"),
+        ({"threads": 0}, "threads", "set threads to 1 or more"),
+        ({"crop_scale": [0.9, 0.5]}, "crop_scale", "low ≤ high"),
         ({"min_lr": 1, "lr": 0.1}, "min_lr", "lower min_lr"),
         ({"data": {"dataset": "mnist"}}, "data.dataset", "fashion-mnist-lt"),
         ({"data": {"mean": [0.5]}}, "data.std", "both"),

@@ -448,6 +448,25 @@ def test_posterize_zero_bits_is_black():
     assert poster.aug_fn is posterize
 
 
+def test_crop_scale_bounds_the_crop_area():
+    # A ramp image: the crop's mean brightness tells how much of the ramp a crop kept. With the
+    # whole area kept (scale 1–1) the output is the resized image; a small area changes it.
+    ramp = Image.fromarray(np.tile(np.arange(0, 256, 4, dtype=np.uint8), (64, 1)))
+    full = build_train_transform(
+        16, (0.0,), (1.0,), 1, auto_augment=None, reprob=0.0, hflip=0.0, crop_scale=(1.0, 1.0)
+    )
+    first = full(ramp)
+    assert all(torch.equal(first, full(ramp)) for _ in range(5))
+    small = build_train_transform(
+        16, (0.0,), (1.0,), 1, auto_augment=None, reprob=0.0, hflip=0.0, crop_scale=(0.05, 0.05)
+    )
+    torch.manual_seed(0)
+    spans = [float(out.amax() - out.amin()) for out in (small(ramp) for _ in range(20))]
+    assert max(spans) < float(first.amax() - first.amin()) / 2
+    with pytest.raises(ConfigError, match="crop_scale"):
+        build_train_transform(16, (0.5,), (0.5,), 1, crop_scale=(0.0, 1.0))
+
+
 def test_transform_argument_errors():
     with pytest.raises(ConfigError) as info:
         build_eval_transform(32, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), in_chans=1)

@@ -203,6 +203,19 @@ def test_pretrain_resume_none_starts_afresh(tmp_path):
     assert results["final_loss"] > 0
 
 
+def test_threads_setting_sets_the_torch_thread_count(tmp_path):
+    before = torch.get_num_threads()
+    wanted = 3 if before != 3 else 2
+    try:
+        run(_pretrain(epochs=1, warmup_epochs=0.5, threads=wanted), tmp_path / "set")
+        assert torch.get_num_threads() == wanted
+        torch.set_num_threads(before)
+        run(_pretrain(epochs=1, warmup_epochs=0.5), tmp_path / "default")  # threads None
+        assert torch.get_num_threads() == before
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_resume_from_a_missing_checkpoint_is_a_checkpoint_error(tmp_path):
     with pytest.raises(CheckpointError, match="does not exist"):
         run(_pretrain(), tmp_path, resume=str(tmp_path / "nope.pth"))
