@@ -5,13 +5,20 @@ Starts ``livt serve`` on a temporary data directory, runs a small Fashion-MNIST-
 pretrained model, and photographs the job list, the job page and the compare view with headless
 Chromium. Run from the repository root (a few minutes on a laptop CPU):
 
-    python -m scripts.screenshots --out docs/screenshots
+    python -m scripts.screenshots --out docs/screenshots --transcript docs/screenshots/cli.txt
+
+``--transcript`` also records the client commands the README quotes (``livt results``, ``jobs``,
+``wait``, a rejected ``submit`` and a call without a token), run against the same server.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
+import shlex
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -32,7 +39,38 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--steps", type=int, default=0, help="max steps per epoch (0: whole epochs)"
     )
+    parser.add_argument(
+        "--transcript", type=Path, default=None, help="write the client commands' output here"
+    )
     return parser.parse_args()
+
+
+def livt_command(url: str, token: str | None) -> tuple[list[str], dict[str, str]]:
+    """The ``livt`` client of this interpreter and an environment pointing it at the server."""
+    env = {k: v for k, v in os.environ.items() if k not in ("LIVT_URL", "LIVT_TOKEN")}
+    env.update(LIVT_URL=url, COLUMNS="200")
+    if token is not None:
+        env["LIVT_TOKEN"] = token
+    script = Path(sys.executable).with_name("livt")  # the console script of this environment
+    return ([str(script)] if script.is_file() else [sys.executable, "-m", "livt.cli"]), env
+
+
+def transcript_entry(argv: list[str], output: str, status: int, note: str = "") -> str:
+    head = "$ livt " + shlex.join(argv)
+    if note:
+        head = f"{head:<38} # {note}"
+    tail = "" if status == 0 else f"(exit status {status})\n"
+    return f"{head}\n{output.rstrip()}\n{tail}\n"
+
+
+def run_client(
+    url: str, token: str | None, argv: list[str], note: str = "", cwd: Path | None = None
+) -> str:
+    base, env = livt_command(url, token)
+    proc = subprocess.run(
+        [*base, *argv], env=env, cwd=cwd, capture_output=True, text=True, timeout=120, check=False
+    )
+    return transcript_entry(argv, proc.stdout + proc.stderr, proc.returncode, note)
 
 
 def submit_jobs(client: LivtClient, args: argparse.Namespace) -> dict[str, str]:
@@ -105,6 +143,16 @@ def main() -> None:
             }
         )
         client.cancel(stopped.id)
+        waiter = None
+        if args.transcript:
+            base, env = livt_command(server.url, token)
+            waiter = subprocess.Popen(
+                [*base, "wait", ids["ce"]],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
 
         with sync_playwright() as playwright:
             if not CHROMIUM.exists():
@@ -142,6 +190,24 @@ def main() -> None:
 
             context.close()
         client.close()
+        if args.transcript and waiter is not None:
+            waited = waiter.communicate(timeout=600)[0]
+            spec = Path(tmp) / "finetune.yaml"
+            spec.write_text(
+                "kind: finetune\npreset: fashion-mnist-lt\nloss: focal\nepochs: 0\n",
+                encoding="utf-8",
+            )
+            entries = [
+                run_client(server.url, token, ["results", ids["bal_bce"], "--per-class"]),
+                run_client(server.url, token, ["jobs"]),
+                transcript_entry(["wait", ids["ce"]], waited, waiter.returncode),
+                run_client(
+                    server.url, token, ["submit", spec.name], "epochs: 0, loss: focal", spec.parent
+                ),
+                run_client(server.url, None, ["jobs"], "no token"),
+            ]
+            args.transcript.write_text("".join(entries), encoding="utf-8")
+            logger.info("%s", args.transcript)
 
 
 if __name__ == "__main__":
