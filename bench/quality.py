@@ -12,10 +12,11 @@ all with one BFT recipe and one budget. Each fine-tune keeps its best epoch by b
 validation accuracy (50 held-out images per class) and is reported on the balanced 10,000-image
 test set. The table gives many / medium / few / overall top-1 as mean ± sample std over seeds.
 
-It is one command and resumable: a run whose ``results.json`` exists is skipped, an interrupted
-run continues from its ``checkpoint-last.pth``::
+It is one command, parallel (``--jobs``: runs trained at the same time, two by default) and
+resumable: a run whose ``results.json`` exists is skipped, an interrupted run continues from its
+``checkpoint-last.pth``::
 
-    python bench/quality.py                       # 3 + 18 runs; about an hour on 2 busy cores
+    python bench/quality.py           # 3 + 18 runs; about 30 minutes on 2 idle cores
     python bench/quality.py --smoke   # seconds: bundled subset, a few steps (runs/…-smoke)
 
 Writes ``quality.md`` and ``quality.json`` into ``--out-dir`` (default ``bench/results``); runs
