@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from livt_core.config import deep_merge, parse_overrides, resolve_config
 from livt_core.data import dataset_info
@@ -132,7 +132,7 @@ def same_config(config: BaseModel, on_disk: dict[str, Any]) -> bool:
     orphan finished runs."""
     try:
         stored = type(config).model_validate(on_disk)
-    except (ValidationError, ValueError):
+    except ValueError:  # pydantic's ValidationError included
         return False
     return stored.model_dump(mode="json") == config.model_dump(mode="json")
 
@@ -176,12 +176,7 @@ def run_once(kind: str, overrides: dict[str, Any], out: Path) -> dict[str, Any]:
 
 
 def _run_in_child(kind: str, overrides: dict[str, Any], out: Path, threads: int) -> dict[str, Any]:
-    """``run_once`` in a pool process, with the benchmark's thread and logging settings.
-
-    A spawned process inherits ``spawn`` as its start method, which would make every epoch's
-    DataLoader worker re-import torch and unpickle the dataset (seconds per epoch); the run
-    forks its loader workers as a standalone ``livt train`` process does."""
-    multiprocessing.set_start_method("fork", force=True)
+    """``run_once`` in a pool process, with the benchmark's thread and logging settings."""
     torch.set_num_threads(threads)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("livt_core.engine.loop").setLevel(logging.WARNING)
@@ -209,9 +204,13 @@ def run_all(jobs: dict[str, Job], parallel: int, threads: int) -> dict[str, dict
             raise ValueError(f"{name} depends on {job.after}, which is not a job")
     results: dict[str, dict[str, Any]] = {}
     pending = dict(jobs)
+
+    def ready() -> list[str]:
+        return [n for n, j in pending.items() if j.after is None or j.after in results]
+
     if parallel <= 1:
         while pending:
-            name = next(n for n, j in pending.items() if j.after is None or j.after in results)
+            name = ready()[0]
             job = pending.pop(name)
             results[name] = run_once(job.kind, job.overrides, job.out)
         return results
@@ -221,7 +220,7 @@ def run_all(jobs: dict[str, Job], parallel: int, threads: int) -> dict[str, dict
     running: dict[Future[dict[str, Any]], str] = {}
     try:
         while pending or running:
-            for name in [n for n, j in pending.items() if j.after is None or j.after in results]:
+            for name in ready():
                 job = pending.pop(name)
                 future = pool.submit(_run_in_child, job.kind, job.overrides, job.out, threads)
                 running[future] = name

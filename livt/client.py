@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
@@ -93,6 +93,21 @@ def _time(value: Any) -> datetime | None:
     return datetime.fromisoformat(value) if isinstance(value, str) and value else None
 
 
+_T = TypeVar("_T")
+
+
+def _decode(cls: type[_T], data: Mapping[str, Any], **given: Any) -> _T:
+    """The dataclass ``cls`` from a JSON object: each field from the key of its name (timestamps
+    parsed), a missing key leaves the field's default, and ``given`` values win."""
+    values: dict[str, Any] = {}
+    for f in fields(cls):
+        if f.name in given:
+            values[f.name] = given[f.name]
+        elif f.name in data:
+            values[f.name] = _time(data[f.name]) if "datetime" in str(f.type) else data[f.name]
+    return cls(**values)
+
+
 @dataclass(frozen=True)
 class Progress:
     """Live position of a running job; ``epoch`` and ``step`` are 0-based."""
@@ -110,18 +125,7 @@ class Progress:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Progress:
-        return cls(
-            epoch=data.get("epoch"),
-            epochs=data.get("epochs"),
-            step=data.get("step"),
-            steps=data.get("steps"),
-            global_step=data.get("global_step"),
-            loss=data.get("loss"),
-            lr=data.get("lr"),
-            images_per_sec=data.get("images_per_sec"),
-            eta_seconds=data.get("eta_seconds"),
-            updated_at=_time(data.get("updated_at")),
-        )
+        return _decode(cls, data)
 
     @property
     def fraction(self) -> float | None:
@@ -213,33 +217,17 @@ class Job:
         progress = data.get("progress")
         result = data.get("result")
         failure = data.get("failure")
-        return cls(
+        return _decode(
+            cls,
+            data,
             id=data["id"],
             kind=data["kind"],
             status=data["status"],
-            name=data.get("name"),
-            owner=data.get("owner"),
-            preset=data.get("preset"),
-            dataset=data.get("dataset"),
-            model=data.get("model"),
-            loss=data.get("loss"),
-            queue=data.get("queue"),
             gpus=int(data.get("gpus") or 1),
             attempt=int(data.get("attempt") or 1),
             progress=Progress.from_json(progress) if progress else None,
             result=Result.from_json(result) if result else None,
             failure=Failure.from_json(failure) if failure else None,
-            pipeline_id=data.get("pipeline_id"),
-            stage=data.get("stage"),
-            init_job_id=data.get("init_job_id"),
-            depends_on=data.get("depends_on"),
-            idempotency_key=data.get("idempotency_key"),
-            spec=data.get("spec"),
-            config=data.get("config"),
-            created_at=_time(data.get("created_at")),
-            started_at=_time(data.get("started_at")),
-            finished_at=_time(data.get("finished_at")),
-            updated_at=_time(data.get("updated_at")),
         )
 
     @property

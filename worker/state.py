@@ -139,13 +139,26 @@ def _writing() -> Iterator[Session]:
         yield session
 
 
-def _fence(job_id: str, worker_id: str, attempt: int) -> Any:
+def _fence(job: ClaimedJob) -> Any:
+    """The rows this worker still owns: the claimed job, attempt and worker, still active."""
     return and_(
-        Job.id == job_id,
-        Job.worker_id == worker_id,
-        Job.attempt == attempt,
+        Job.id == job.id,
+        Job.worker_id == job.worker_id,
+        Job.attempt == job.attempt,
         Job.status.in_(ACTIVE_STATUSES),
     )
+
+
+def _update_owned(session: Session, job: ClaimedJob, values: dict[str, Any]) -> bool:
+    """Writes ``values`` to the job row if this worker still owns it; otherwise rolls the
+    session back and returns False."""
+    owned = session.execute(
+        update(Job).where(_fence(job)).values(**values).execution_options(synchronize_session=False)
+    )
+    if owned.rowcount != 1:
+        session.rollback()
+        return False
+    return True
 
 
 def next_log_seq(session: Session, job_id: str) -> int:
@@ -299,14 +312,7 @@ def flush(job: ClaimedJob, batch: FlushBatch) -> FlushOutcome:
         values: dict[str, Any] = {"heartbeat_at": now, "updated_at": now}
         if batch.progress is not None:
             values["progress"] = {**batch.progress, "updated_at": now.isoformat()}
-        owned = session.execute(
-            update(Job)
-            .where(_fence(job.id, job.worker_id, job.attempt))
-            .values(**values)
-            .execution_options(synchronize_session=False)
-        )
-        if owned.rowcount != 1:
-            session.rollback()
+        if not _update_owned(session, job, values):
             return FlushOutcome(owned=False, cancel_requested=False)
         upsert_metrics(session, job.id, batch.metrics)
         append_logs(session, job.id, job.attempt, batch.logs)
@@ -320,9 +326,7 @@ def poll(job: ClaimedJob) -> FlushOutcome:
     """Reads, without writing, whether the worker still owns the job and whether a cancel was
     requested."""
     with session_scope() as session:
-        row = session.execute(
-            select(Job.cancel_requested).where(_fence(job.id, job.worker_id, job.attempt))
-        ).first()
+        row = session.execute(select(Job.cancel_requested).where(_fence(job))).first()
     return FlushOutcome(owned=row is not None, cancel_requested=bool(row is not None and row[0]))
 
 
@@ -361,14 +365,7 @@ def finish_job(
         }
         if outcome.progress is not None:
             values["progress"] = {**outcome.progress, "updated_at": now.isoformat()}
-        done = session.execute(
-            update(Job)
-            .where(_fence(job.id, job.worker_id, job.attempt))
-            .values(**values)
-            .execution_options(synchronize_session=False)
-        )
-        if done.rowcount != 1:
-            session.rollback()
+        if not _update_owned(session, job, values):
             return False
         append_logs(session, job.id, job.attempt, logs)
         _close_attempt(session, job.id, job.attempt, outcome.status, outcome.message)
@@ -533,7 +530,7 @@ def requeue_interrupted(job: ClaimedJob, *, enqueue: Enqueue | None = None) -> b
     """A worker shutting down hands its job back (it resumes from its last checkpoint)."""
     requeued = _requeue_each(
         [job.id],
-        extra=_fence(job.id, job.worker_id, job.attempt),
+        extra=_fence(job),
         message_for=lambda _: f"worker {job.worker_id} shut down",
         outcome="interrupted",
         count_as_lost=False,

@@ -96,20 +96,13 @@ def register_dataset(
             )
 
     from livt_core.data import build_dataset
+    from livt_core.engine.factories import dataset_kwargs
 
-    data = DataConfig.model_validate({**params, "dataset": body.kind})
+    data = DataConfig.model_validate(
+        {**params, "dataset": body.kind, "root": None if root is None else str(root)}
+    )
     try:
-        train = build_dataset(
-            body.kind,
-            "train",
-            root=root,
-            imbalance_factor=data.imbalance_factor,
-            profile=data.profile,
-            n_max=data.n_max,
-            lt_seed=data.lt_seed,
-            val_per_class=data.val_per_class,
-            split_file=data.train_split,
-        )
+        train = build_dataset(body.kind, "train", **dataset_kwargs(data, "train"))
     except ConfigError as exc:
         raise InvalidInputError.single(
             _params_loc(exc.field), config_error_message(exc), "invalid_config"
