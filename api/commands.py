@@ -13,17 +13,17 @@ logger = logging.getLogger(__name__)
 
 
 def _db_upgrade(args: argparse.Namespace) -> int:
-    from api.db import upgrade_database
+    from livt_service.db import upgrade_database
 
     upgrade_database(args.url, args.revision)
     return 0
 
 
 def _token_create(args: argparse.Namespace) -> int:
-    from api.db import session_scope, upgrade_database
     from api.services.users import create_token, get_or_create_user
-    from api.settings import get_settings
     from livt_core.errors import ConfigError
+    from livt_service.db import session_scope, upgrade_database
+    from livt_service.settings import get_settings
 
     if args.url is None and get_settings().embedded:
         upgrade_database()  # the embedded database may not exist before the first `livt serve`

@@ -9,10 +9,10 @@ from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
-from api.models import User
 from api.services.jobs import Enqueue
 from api.services.users import authenticate
-from api.settings import Settings
+from livt_service.models import User
+from livt_service.settings import Settings
 
 
 def get_app_settings(request: Request) -> Settings:
@@ -61,8 +61,8 @@ CurrentUser = Annotated[User, Depends(get_current_user)]
 
 
 def get_enqueuer() -> Enqueue:
-    """``worker.celery_app.enqueue``: sends a job id to a Celery queue (tests swap this)."""
-    from worker.celery_app import enqueue
+    """``livt_service.queue.enqueue``: sends a job id to a Celery queue (tests swap this)."""
+    from livt_service.queue import enqueue
 
     return enqueue
 

@@ -19,12 +19,12 @@ from fastapi.staticfiles import StaticFiles
 from sqlalchemy.orm import Session, sessionmaker
 
 import livt_core
-from api.db import get_engine, upgrade_database
 from api.errors import NotFoundError, install_error_handlers
 from api.routers import datasets, health, jobs, metrics, pipelines, presets
 from api.services.users import ensure_token
-from api.settings import Settings, get_settings
 from api.telemetry import MetricsMiddleware, Telemetry
+from livt_service.db import get_engine, upgrade_database
+from livt_service.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ def _start(settings: Settings, session_factory: sessionmaker[Session]) -> None:
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    """Builds the app on ``settings`` (default: :func:`api.settings.get_settings`)."""
+    """Builds the app on ``settings`` (default: :func:`livt_service.settings.get_settings`)."""
     settings = settings or get_settings()
     engine = get_engine(settings.database_url)
     session_factory = sessionmaker(bind=engine, expire_on_commit=False)

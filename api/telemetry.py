@@ -16,7 +16,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, aliased
 
-from api.models import JOB_STATUSES, Job, Worker, utcnow
+from livt_service.models import JOB_STATUSES, Job, Worker, utcnow
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 

@@ -1,7 +1,7 @@
 """Alembic environment: runs the migrations against the service's database.
 
 The URL comes from ``config.attributes["database_url"]`` when a caller passes one
-(``api.db.upgrade_database``, tests), else from the service settings (``LIVT_DATABASE_URL``).
+(``livt_service.db.upgrade_database``, tests), else from the service settings (``LIVT_DATABASE_URL``).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from logging.config import fileConfig
 from alembic import context
 from sqlalchemy import create_engine, make_url, pool
 
-from api.models import Base
+from livt_service.models import Base
 
 config = context.config
 target_metadata = Base.metadata
@@ -21,7 +21,7 @@ def _database_url() -> str:
     url = config.attributes.get("database_url")
     if url:
         return url
-    from api.settings import get_settings
+    from livt_service.settings import get_settings
 
     return get_settings().database_url
 

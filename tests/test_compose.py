@@ -64,7 +64,7 @@ def test_services_share_production_settings(compose):
 
 
 def test_environment_names_are_settings_fields(compose):
-    from api.settings import Settings
+    from livt_service.settings import Settings
 
     fields = {name.upper() for name in Settings.model_fields}
     for name in LIVT_SERVICES:
@@ -97,7 +97,7 @@ def test_dockerfile_builds_the_package_and_runs_unprivileged():
     assert text.startswith("#") or "FROM python:3.11" in text
     assert "FROM python:3.11" in text
     assert re.search(r"^USER (?!root)\w+", text, re.M)
-    for package in ("livt_core", "api", "worker", "migrations", "livt"):
+    for package in ("livt_core", "livt_service", "api", "worker", "migrations", "livt"):
         assert f"COPY {package} " in text
     assert "pip install" in text
 

@@ -64,8 +64,8 @@ def _positive_float(value: str) -> float:
 def worker_command(args: argparse.Namespace) -> int:
     """Runs a Celery worker (threads pool: each job is a child process, the threads only watch)."""
     import worker.janitor  # noqa: F401  (connects the lifecycle signal handlers)
-    from api.settings import get_settings
-    from worker.celery_app import declare_queues, get_celery_app, is_embedded_broker
+    from livt_service.queue import declare_queues, get_celery_app, is_embedded_broker
+    from livt_service.settings import get_settings
     from worker.context import configure, node_name
 
     settings = get_settings()
@@ -162,9 +162,9 @@ class EmbeddedWorker:
 def serve_command(args: argparse.Namespace) -> int:
     """API and worker in one process tree (the embedded mode; ``--no-worker`` serves the API
     alone, as in production)."""
-    from api.db import upgrade_database
-    from api.settings import get_settings
-    from worker.celery_app import declare_queues, is_embedded_broker
+    from livt_service.db import upgrade_database
+    from livt_service.queue import declare_queues, is_embedded_broker
+    from livt_service.settings import get_settings
 
     settings = get_settings()
     if settings.embedded:
@@ -235,7 +235,7 @@ def _run_api(host: str, port: int) -> int:
 
 
 def demo_command(args: argparse.Namespace) -> int:
-    from worker.demo import run_demo
+    from livt.demo import run_demo
 
     return run_demo(
         url=args.url,

@@ -1,7 +1,7 @@
 """Who this worker process is: its id, queues and GPUs, and the shutdown flag its runs watch.
 
 ``livt worker`` configures the context before the Celery worker starts; a worker started with
-``celery -A worker.celery_app worker`` gets one derived from Celery's own options when it
+``celery -A livt_service.queue worker`` gets one derived from Celery's own options when it
 initialises (see ``worker.janitor``).
 """
 

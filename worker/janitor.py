@@ -23,8 +23,8 @@ from celery import Celery
 from celery.signals import worker_init, worker_ready, worker_shutdown, worker_shutting_down
 from sqlalchemy.exc import SQLAlchemyError
 
-from api.settings import get_settings
-from worker import state
+from livt_service import state
+from livt_service.settings import get_settings
 from worker.context import WorkerContext, configure, get_context, node_name
 
 logger = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ _janitor: Janitor | None = None
 
 def ensure_context(app: Celery, hostname: str | None = None) -> WorkerContext:
     """The worker context, derived from Celery's own options when ``livt worker`` did not set
-    one (a worker started with ``celery -A worker.celery_app worker``)."""
+    one (a worker started with ``celery -A livt_service.queue worker``)."""
     context = get_context()
     if context is not None:
         return context

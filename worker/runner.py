@@ -33,8 +33,8 @@ from typing import IO, Any
 from sqlalchemy.exc import SQLAlchemyError
 
 from livt_core.events import read_events
-from worker import state
-from worker.state import ClaimedJob, Finish, FlushBatch, LogRecord
+from livt_service import state
+from livt_service.state import ClaimedJob, Finish, FlushBatch, LogRecord
 
 logger = logging.getLogger(__name__)
 
@@ -166,10 +166,10 @@ class JobRunner:
     """Runs one claimed job to its end; :meth:`run` returns the job's final status.
 
     Args:
-        job: the claim (``worker.state.claim_job``).
+        job: the claim (``livt_service.state.claim_job``).
         shutdown: set when the worker shuts down; the run is stopped and the job requeued.
         devices: GPU ids for ``CUDA_VISIBLE_DEVICES`` (None: leave the environment alone).
-        enqueue: sends a job to the workers (default ``worker.celery_app.enqueue``).
+        enqueue: sends a job to the workers (default ``livt_service.queue.enqueue``).
     """
 
     def __init__(

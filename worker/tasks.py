@@ -20,12 +20,13 @@ from kombu.exceptions import OperationalError as BrokerOperationalError
 from sqlalchemy.exc import DisconnectionError, InterfaceError
 from sqlalchemy.exc import OperationalError as DatabaseOperationalError
 
-from api.settings import get_settings
-from worker import janitor, state
-from worker.celery_app import RUN_JOB_TASK
+from livt_service import state
+from livt_service.queue import RUN_JOB_TASK
+from livt_service.settings import get_settings
+from livt_service.state import Finish
+from worker import janitor
 from worker.context import get_context
 from worker.runner import JobRunner
-from worker.state import Finish
 
 logger = logging.getLogger(__name__)
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from fastapi import APIRouter, status
 
 from api.deps import CurrentUser, SessionDep, SettingsDep
-from api.models import Dataset
 from api.schemas import DatasetCreate, DatasetList, DatasetPublic, ShotGroups
 from api.services import datasets as service
+from livt_service.models import Dataset
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
 

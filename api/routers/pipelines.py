@@ -7,9 +7,9 @@ from typing import Annotated
 from fastapi import APIRouter, Path, status
 
 from api.deps import CurrentUser, EnqueueDep, SessionDep, SettingsDep
-from api.models import Pipeline
 from api.schemas import JobPublic, PipelineCreate, PipelinePublic
 from api.services import jobs as service
+from livt_service.models import Pipeline
 
 router = APIRouter(prefix="/pipelines", tags=["pipelines"])
 

@@ -14,18 +14,18 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from api.db import begin_write
 from api.errors import (
     ConflictError,
     FieldError,
     InvalidInputError,
     config_error_message,
 )
-from api.models import Dataset, User
 from api.schemas import DatasetCreate
-from api.settings import Settings
 from livt_core.config import DataConfig, errors_from_validation
 from livt_core.errors import ConfigError, DataError
+from livt_service.db import begin_write
+from livt_service.models import Dataset, User
+from livt_service.settings import Settings
 
 logger = logging.getLogger(__name__)
 

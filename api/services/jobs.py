@@ -23,7 +23,6 @@ from sqlalchemy import Select, and_, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from api.db import begin_write
 from api.errors import (
     ConflictError,
     FieldError,
@@ -34,7 +33,11 @@ from api.errors import (
     config_error_message,
     field_loc,
 )
-from api.models import (
+from api.schemas import InitRef, JobSpec, PipelineCreate
+from livt_core.config import ConfigErrors, deep_merge, resolve_config
+from livt_core.errors import CheckpointError, ConfigError
+from livt_service.db import begin_write
+from livt_service.models import (
     TERMINAL_STATUSES,
     Artifact,
     Dataset,
@@ -47,14 +50,11 @@ from api.models import (
     new_id,
     utcnow,
 )
-from api.schemas import InitRef, JobSpec, PipelineCreate
-from api.settings import Settings
-from livt_core.config import ConfigErrors, deep_merge, resolve_config
-from livt_core.errors import CheckpointError, ConfigError
+from livt_service.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-#: ``enqueue(job_id, queue)`` sends a job to the workers (``worker.celery_app.enqueue``).
+#: ``enqueue(job_id, queue)`` sends a job to the workers (``livt_service.queue.enqueue``).
 Enqueue = Callable[[str, str], None]
 
 #: Which jobs a run of each kind may start from, and the checkpoint of that job it loads.

@@ -11,9 +11,9 @@ from datetime import timedelta
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from api.db import begin_write
-from api.models import ApiToken, User, utcnow
 from livt_core.errors import ConfigError
+from livt_service.db import begin_write
+from livt_service.models import ApiToken, User, utcnow
 
 logger = logging.getLogger(__name__)
 

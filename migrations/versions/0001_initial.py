@@ -19,7 +19,7 @@ down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-# Frozen copies of the column types of api.models at this revision.
+# Frozen copies of the column types of livt_service.models at this revision.
 JSON = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 TIMESTAMP = sa.DateTime(timezone=True)
 BIGINT_KEY = sa.BigInteger().with_variant(sa.Integer(), "sqlite")

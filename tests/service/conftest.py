@@ -24,12 +24,12 @@ from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, make_url, text
 from sqlalchemy.orm import Session
 
-from api.db import dispose_engines, session_scope, upgrade_database
 from api.deps import get_enqueuer
 from api.main import create_app
-from api.models import Base, Job, Worker, new_id
 from api.services.users import create_token, get_or_create_user
-from api.settings import Settings, get_settings
+from livt_service.db import dispose_engines, session_scope, upgrade_database
+from livt_service.models import Base, Job, Worker, new_id
+from livt_service.settings import Settings, get_settings
 
 POSTGRES_URL = os.environ.get(
     "LIVT_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"

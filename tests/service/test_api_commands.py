@@ -8,9 +8,9 @@ import sys
 import pytest
 from fastapi.testclient import TestClient
 
-from api.db import current_revision
 from api.main import create_app
 from livt.cli import main
+from livt_service.db import current_revision
 
 #: For checks that do not depend on the database backend: run them on SQLite only.
 SQLITE_ONLY = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
@@ -26,7 +26,7 @@ def test_db_upgrade_migrates_a_new_database(tmp_path):
 def test_db_upgrade_uses_the_settings_database(settings, tmp_path, monkeypatch):
     url = f"sqlite:///{tmp_path}/from-env.sqlite"
     monkeypatch.setenv("LIVT_DATABASE_URL", url)
-    from api.settings import get_settings
+    from livt_service.settings import get_settings
 
     get_settings.cache_clear()
     assert main(["db", "upgrade"]) == 0

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from api.db import session_scope
-from api.models import Artifact, Job, LogLine, MetricPoint, utcnow
+from livt_service.db import session_scope
+from livt_service.models import Artifact, Job, LogLine, MetricPoint, utcnow
 
 
 @pytest.fixture

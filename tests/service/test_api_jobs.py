@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import select
 
 from api.deps import get_enqueuer
-from api.models import Job, LogLine
+from livt_service.models import Job, LogLine
 
 PRETRAIN = {"kind": "pretrain", "preset": "fashion-mnist-lt", "epochs": 1}
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from api.models import Job
+from livt_service.models import Job
 
 STAGES = [
     {"kind": "pretrain", "preset": "fashion-mnist-lt", "epochs": 1},

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from api.settings import Settings, bundled_data_root, get_settings
 from livt_core.errors import ConfigError
+from livt_service.settings import Settings, bundled_data_root, get_settings
 
 
 @pytest.fixture(autouse=True)

@@ -10,7 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import api.main
 from api.main import create_app
-from api.models import ApiToken
+from livt_service.models import ApiToken
 
 #: For checks that do not depend on the database backend: run them on SQLite only.
 SQLITE_ONLY = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)

@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from api.models import Job, JobAttempt, LogLine
-from api.settings import Settings
-from worker import state
+from livt_service import state
+from livt_service.models import Job, JobAttempt, LogLine
+from livt_service.settings import Settings
 from worker.runner import JobRunner
 
 pytestmark = pytest.mark.slow

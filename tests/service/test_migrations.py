@@ -12,14 +12,14 @@ from sqlalchemy import create_engine, inspect
 from sqlalchemy.exc import IntegrityError, StatementError
 from sqlalchemy.orm import Session
 
-from api.db import (
+from livt_service.db import (
     alembic_config,
     current_revision,
     downgrade_database,
     migrations_dir,
     upgrade_database,
 )
-from api.models import Base, Job, MetricPoint, User, new_id
+from livt_service.models import Base, Job, MetricPoint, User, new_id
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

@@ -18,10 +18,11 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from api.db import dispose_engines, session_scope, upgrade_database
-from api.models import JobAttempt
 from api.services.users import create_token, get_or_create_user
-from api.settings import Settings
+from livt_service.db import dispose_engines, session_scope, upgrade_database
+from livt_service.models import JobAttempt
+from livt_service.queue import RUN_JOB_TASK, create_celery_app
+from livt_service.settings import Settings
 from tests.live_server import TINY_FINETUNE, free_port
 from tests.service.test_worker_support import (
     LONG_FINETUNE,
@@ -35,7 +36,6 @@ from tests.service.test_worker_support import (
     wait_status,
     wait_until,
 )
-from worker.celery_app import RUN_JOB_TASK, create_celery_app
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis, pytest.mark.postgres]
 

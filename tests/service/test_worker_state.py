@@ -1,4 +1,4 @@
-"""The worker's database writes (``worker.state``) on SQLite and PostgreSQL: the atomic claim,
+"""The worker's database writes (``livt_service.state``) on SQLite and PostgreSQL: the atomic claim,
 fenced writes, requeue of lost jobs, start-up recovery, pipeline release and the worker registry.
 """
 
@@ -11,9 +11,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import func, select
 
-from api.models import Artifact, Job, JobAttempt, LogLine, MetricPoint, Worker
-from worker import state
-from worker.state import ClaimedJob, Finish, FlushBatch, LogRecord
+from livt_service import state
+from livt_service.models import Artifact, Job, JobAttempt, LogLine, MetricPoint, Worker
+from livt_service.state import ClaimedJob, Finish, FlushBatch, LogRecord
 
 #: every test works on the migrated database of the ``settings`` fixture (SQLite, PostgreSQL)
 pytestmark = pytest.mark.usefixtures("settings")

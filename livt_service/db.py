@@ -32,7 +32,7 @@ _engines: dict[str, Engine] = {}
 def _database_url(url: str | None) -> str:
     if url is not None:
         return url
-    from api.settings import get_settings
+    from livt_service.settings import get_settings
 
     return get_settings().database_url
 

@@ -110,8 +110,8 @@ def _answers(url: str) -> bool:
 
 def _local_token() -> str:
     """A new token of the ``demo`` user in the local database (the server has migrated it)."""
-    from api.db import session_scope
     from api.services.users import create_token, get_or_create_user
+    from livt_service.db import session_scope
 
     with session_scope() as session:
         user = get_or_create_user(session, "demo")
@@ -233,7 +233,7 @@ def run_demo(
     timeout: float,
 ) -> int:
     """The ``livt demo`` command; returns the exit status (0 when every stage succeeded)."""
-    from api.settings import get_settings
+    from livt_service.settings import get_settings
 
     server: DemoServer | None = None
     base_url = url.rstrip("/") if url else f"http://{host}:{port}"

@@ -1,4 +1,4 @@
-"""The Celery application of the job service, configured from :func:`api.settings.get_settings`.
+"""The Celery application of the job service, configured from :func:`livt_service.settings.get_settings`.
 
 Both run modes execute the same task code; only the broker differs:
 
@@ -10,7 +10,7 @@ Both run modes execute the same task code; only the broker differs:
 - production: Redis.
 
 The job row in our own database stays the source of truth: a task message only says "look at job
-X". The worker's atomic claim (``worker.state.claim_job``) makes duplicate messages harmless, so
+X". The worker's atomic claim (``livt_service.state.claim_job``) makes duplicate messages harmless, so
 ``acks_late`` plus a redelivery after a lost worker can never run a job twice at once.
 
 Nothing here connects at import time: the app is built on first use, and rebuilt when the settings
@@ -27,7 +27,7 @@ from typing import Any
 
 from celery import Celery
 
-from api.settings import Settings, get_settings
+from livt_service.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
 
@@ -147,8 +147,8 @@ def declare_queues(queues: Sequence[str]) -> None:
 
 
 def __getattr__(name: str) -> Any:
-    """``worker.celery_app.app`` builds the app on first access, so that
-    ``celery -A worker.celery_app worker`` works without an import-time side effect."""
+    """``livt_service.queue.app`` builds the app on first access, so that
+    ``celery -A livt_service.queue worker`` works without an import-time side effect."""
     if name == "app":
         return get_celery_app()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -24,8 +24,8 @@ from sqlalchemy import and_, delete, exists, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, aliased
 
-from api.db import begin_write, session_scope
-from api.models import (
+from livt_service.db import begin_write, session_scope
+from livt_service.models import (
     ACTIVE_STATUSES,
     Artifact,
     Job,
@@ -55,7 +55,7 @@ ARTIFACT_KINDS: dict[str, str] = {
 
 
 def _default_enqueue(job_id: str, queue: str) -> None:
-    from worker.celery_app import enqueue
+    from livt_service.queue import enqueue
 
     enqueue(job_id, queue)
 
