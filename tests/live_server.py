@@ -1,6 +1,6 @@
 """A real ``livt serve`` (API + embedded worker) in a subprocess, for end-to-end tests.
 
-Used by the browser tests (``tests/ui``), the client tests (``tests/service/test_client*.py``) and
+Used by the browser tests (``tests/ui``), the client tests (``tests/client``) and
 ``scripts/screenshots.py``::
 
     with LiveServer.start(tmp_path) as server:

@@ -18,7 +18,7 @@ from livt_service.models import Job, Worker
 from livt_service.queue import RUN_JOB_TASK, celery_config, enqueue, get_celery_app
 from livt_service.settings import Settings
 from livt_service.state import ClaimedJob
-from tests.service.test_worker_support import process_gone, wait_until
+from tests.worker.test_support import process_gone, wait_until
 from worker.context import WorkerContext, configure
 from worker.janitor import Janitor
 from worker.runner import failure_from_exit, training_command

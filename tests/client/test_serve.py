@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from tests.live_server import TINY_FINETUNE, LiveServer
-from tests.service.test_worker_support import (
+from tests.worker.test_support import (
     LONG_FINETUNE,
     get_job,
     log_messages,

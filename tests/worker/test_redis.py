@@ -24,7 +24,7 @@ from livt_service.models import JobAttempt
 from livt_service.queue import RUN_JOB_TASK, create_celery_app
 from livt_service.settings import Settings
 from tests.live_server import TINY_FINETUNE, free_port
-from tests.service.test_worker_support import (
+from tests.worker.test_support import (
     LONG_FINETUNE,
     get_job,
     log_messages,
