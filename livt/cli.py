@@ -5,7 +5,8 @@ that this module stays a thin dispatcher and ``livt train`` never imports the se
 
 - ``livt_core.cli``: ``train``
 - ``api.commands``: ``db``, ``token``
-- ``worker.commands``: ``serve``, ``worker``, ``demo``
+- ``livt.serve``: ``serve``, ``demo``
+- ``worker.commands``: ``worker``
 - ``livt.client_cli``: ``submit``, ``jobs``, ``show``, ``logs``, ``cancel``, ``retry``, ``wait``,
   ``results``
 
@@ -22,12 +23,19 @@ import logging
 import sys
 from collections.abc import Sequence
 
-COMMAND_MODULES = ("livt_core.cli", "api.commands", "worker.commands", "livt.client_cli")
+COMMAND_MODULES = (
+    "livt_core.cli",
+    "api.commands",
+    "livt.serve",
+    "worker.commands",
+    "livt.client_cli",
+)
 #: The module that registers each top-level command.
 COMMANDS = {
     "train": "livt_core.cli",
     **dict.fromkeys(("db", "token"), "api.commands"),
-    **dict.fromkeys(("serve", "worker", "demo"), "worker.commands"),
+    **dict.fromkeys(("serve", "demo"), "livt.serve"),
+    "worker": "worker.commands",
     **dict.fromkeys(
         ("submit", "jobs", "show", "logs", "cancel", "retry", "wait", "results"), "livt.client_cli"
     ),
