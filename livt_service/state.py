@@ -1,4 +1,6 @@
-"""Every database write the worker makes, in one place.
+"""Every change of a job's state, written once: claim, progress, finish, cancel (including the
+pipeline stages that wait for a job), retry, requeue and log lines. The API and the worker both
+call these functions.
 
 Ownership of a running job is fenced: a worker may write to a job only while the row still says
 ``worker_id = <this worker>``, ``attempt = <the claimed attempt>`` and ``status`` running or
@@ -27,6 +29,7 @@ from sqlalchemy.orm import Session, aliased
 from livt_service.db import begin_write, session_scope
 from livt_service.models import (
     ACTIVE_STATUSES,
+    TERMINAL_STATUSES,
     Artifact,
     Job,
     JobAttempt,
@@ -186,7 +189,10 @@ def append_logs(session: Session, job_id: str, attempt: int, records: Iterable[L
         session.execute(insert(LogLine), rows)
 
 
-def _append_one_log(session: Session, job_id: str, attempt: int, message: str, level: str) -> None:
+def append_log(
+    session: Session, job_id: str, attempt: int, message: str, level: str = "INFO"
+) -> None:
+    """Appends one line to the job's log (inside a write transaction)."""
     append_logs(session, job_id, attempt, [LogRecord(message, level)])
 
 
@@ -270,7 +276,7 @@ def claim_job(job_id: str, worker_id: str) -> ClaimedJob | None:
         else:
             attempt_row.worker_id, attempt_row.started_at = worker_id, now
             attempt_row.ended_at = attempt_row.outcome = attempt_row.message = None
-        _append_one_log(
+        append_log(
             session,
             job_id,
             job.attempt,
@@ -373,7 +379,7 @@ def finish_job(
         if outcome.status == "succeeded":
             release = _waiting_dependents(session, job.id)
         else:
-            _cancel_dependents(session, job.id, f"cancelled because job {job.id} {outcome.status}")
+            cancel_dependents(session, job.id, outcome.status)
     for dependent_id, queue in release:
         (enqueue or _default_enqueue)(dependent_id, queue)
         logger.info("released pipeline stage %s (after %s)", dependent_id, job.id)
@@ -398,36 +404,113 @@ def _waiting_dependents(session: Session, job_id: str) -> list[tuple[str, str]]:
     return [(r.id, r.queue) for r in rows]
 
 
-def _cancel_dependents(session: Session, job_id: str, message: str) -> list[str]:
-    """Cancels the queued stages that (transitively) wait for ``job_id``."""
+def cancel_dependents(session: Session, job_id: str, status: str) -> list[str]:
+    """Cancels the queued pipeline stages that (transitively) wait for ``job_id``, which has just
+    become ``status`` (failed or cancelled). Each stage gets a failure message and a log line
+    (at its own attempt) naming the job it starts from. Returns the cancelled ids."""
     now = utcnow()
     cancelled: list[str] = []
-    frontier = [job_id]
+    frontier = [(job_id, status)]
     while frontier:
-        waiting = session.scalars(
-            select(Job.id).where(Job.depends_on.in_(frontier), Job.status == "queued")
+        parent_id, parent_status = frontier.pop()
+        waiting = session.execute(
+            select(Job.id, Job.attempt).where(Job.depends_on == parent_id, Job.status == "queued")
         ).all()
-        if not waiting:
-            break
-        session.execute(
-            update(Job)
-            .where(Job.id.in_(waiting), Job.status == "queued")
-            .values(
-                status="cancelled",
-                cancel_requested=True,
-                finished_at=now,
-                updated_at=now,
-                failure_message=message,
+        for dependent_id, attempt in waiting:
+            message = f"cancelled: job {parent_id}, which it starts from, is {parent_status}"
+            session.execute(
+                update(Job)
+                .where(Job.id == dependent_id, Job.status == "queued")
+                .values(
+                    status="cancelled",
+                    cancel_requested=True,
+                    finished_at=now,
+                    updated_at=now,
+                    failure_message=message,
+                )
+                .execution_options(synchronize_session="fetch")
             )
-            .execution_options(synchronize_session=False)
-        )
-        for dependent in waiting:
-            _append_one_log(session, dependent, 1, message, "WARNING")
-        cancelled.extend(waiting)
-        frontier = list(waiting)
+            append_log(session, dependent_id, attempt, message, "WARNING")
+            cancelled.append(dependent_id)
+            frontier.append((dependent_id, "cancelled"))
     if cancelled:
         logger.info("cancelled waiting pipeline stages %s", ", ".join(cancelled))
     return cancelled
+
+
+class TransitionError(Exception):
+    """A requested change that the job's current status does not allow (the API's 409)."""
+
+
+def _start_next_attempt(job: Job, now: datetime) -> None:
+    """Puts ``job`` back in the queue as its next attempt; the one list of the fields a new
+    attempt starts without (used by retry and by every requeue)."""
+    job.status, job.attempt = "queued", job.attempt + 1
+    job.cancel_requested = False
+    job.failure_reason = job.failure_message = None
+    job.result = job.progress = None
+    job.worker_id = job.heartbeat_at = None
+    job.started_at = job.finished_at = None
+    job.updated_at = now
+
+
+def fail_unsent(session: Session, job_id: str, message: str) -> None:
+    """A queued job whose message could not be sent to the workers fails with ``internal``."""
+    now = utcnow()
+    session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == "queued")
+        .values(
+            status="failed",
+            failure_reason="internal",
+            failure_message=message,
+            finished_at=now,
+            updated_at=now,
+        )
+    )
+
+
+def request_cancel(session: Session, job: Job, by: str) -> None:
+    """Queued → cancelled (with the stages waiting on it); running → cancelling, which the worker
+    turns into cancelled once the run has stopped. ``job`` is locked by the caller.
+
+    Raises :class:`TransitionError` for a finished job."""
+    if job.status in TERMINAL_STATUSES:
+        raise TransitionError(f"job {job.id} is already {job.status}; there is nothing to cancel")
+    job.cancel_requested = True
+    if job.status == "queued":
+        job.status = "cancelled"
+        job.finished_at = job.updated_at = utcnow()
+        append_log(session, job.id, job.attempt, f"cancelled by {by} before it started")
+        session.flush()
+        cancel_dependents(session, job.id, "cancelled")
+    elif job.status == "running":
+        job.status = "cancelling"
+
+
+def retry(session: Session, job: Job, by: str) -> bool:
+    """Puts a failed or cancelled job back in the queue with ``attempt + 1``; the run resumes
+    from the last checkpoint in its artifact folder. ``job`` is locked by the caller. Returns
+    whether it can be enqueued now (False while the stage it starts from has not succeeded).
+
+    Raises :class:`TransitionError` for any other status, or when the stage it starts from
+    failed or was cancelled."""
+    if job.status not in ("failed", "cancelled"):
+        raise TransitionError(
+            f"job {job.id} is {job.status}; only failed or cancelled jobs can be retried"
+        )
+    waits = False
+    if job.depends_on is not None:
+        parent = session.get(Job, job.depends_on)
+        if parent is not None and parent.status in ("failed", "cancelled"):
+            raise TransitionError(
+                f"job {job.id} starts from job {parent.id}, which is {parent.status}; "
+                f"retry {parent.id} first"
+            )
+        waits = parent is not None and parent.status != "succeeded"
+    _start_next_attempt(job, utcnow())
+    append_log(session, job.id, job.attempt, f"retry requested by {by}: attempt {job.attempt}")
+    return not waits
 
 
 # --------------------------------------------------------------------------- lost workers
@@ -457,14 +540,14 @@ def _requeue(
     if job.status == "cancelling":
         job.status, job.finished_at = "cancelled", now
         job.worker_id, job.updated_at = None, now
-        _append_one_log(
+        append_log(
             session,
             job.id,
             number,
             f"{message}; the job was being cancelled: it is now cancelled",
             "WARNING",
         )
-        _cancel_dependents(session, job.id, f"cancelled because job {job.id} was cancelled")
+        cancel_dependents(session, job.id, "cancelled")
         return None
     if count_as_lost and lost_before + 1 >= MAX_LOST_ATTEMPTS:
         job.status, job.finished_at, job.updated_at = "failed", now, now
@@ -474,14 +557,11 @@ def _requeue(
             "again; check the worker's memory and logs, then retry the job"
         )
         job.worker_id = None
-        _append_one_log(session, job.id, number, job.failure_message, "ERROR")
-        _cancel_dependents(session, job.id, f"cancelled because job {job.id} failed")
+        append_log(session, job.id, number, job.failure_message, "ERROR")
+        cancel_dependents(session, job.id, "failed")
         return None
-    job.status, job.attempt = "queued", number + 1
-    job.worker_id, job.heartbeat_at, job.updated_at = None, None, now
-    _append_one_log(
-        session, job.id, number, f"{message}; requeued as attempt {number + 1}", "WARNING"
-    )
+    _start_next_attempt(job, now)
+    append_log(session, job.id, number, f"{message}; requeued as attempt {number + 1}", "WARNING")
     return job.id, job.queue
 
 

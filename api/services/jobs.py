@@ -1,4 +1,5 @@
-"""Jobs and pipelines: every user-facing write (create, cancel, retry) and the reads behind them.
+"""Jobs and pipelines: creating them, the user-facing state changes (cancel, retry; written in
+:mod:`livt_service.state`) and the reads behind them.
 
 A job spec is turned into a row in three steps: the service fields (``preset``, ``dataset``,
 ``init``, ``resources``, ...) are checked, the run fields are resolved with
@@ -19,7 +20,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Select, and_, func, or_, select, update
+from sqlalchemy import Select, and_, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -36,6 +37,7 @@ from api.errors import (
 from api.schemas import InitRef, JobSpec, PipelineCreate
 from livt_core.config import ConfigErrors, deep_merge, resolve_config
 from livt_core.errors import CheckpointError, ConfigError
+from livt_service import state
 from livt_service.db import begin_write
 from livt_service.models import (
     TERMINAL_STATUSES,
@@ -470,16 +472,7 @@ def _send(session: Session, job: Job, enqueue: Enqueue) -> None:
     except Exception as exc:
         logger.exception("could not enqueue job %s", job.id)
         begin_write(session)
-        session.execute(
-            update(Job)
-            .where(Job.id == job.id, Job.status == "queued")
-            .values(
-                status="failed",
-                failure_reason="internal",
-                failure_message=f"the job could not be sent to the workers: {exc}",
-                finished_at=utcnow(),
-            )
-        )
+        state.fail_unsent(session, job.id, f"the job could not be sent to the workers: {exc}")
         session.commit()
         raise UnavailableError(
             f"the broker is unreachable ({exc}); job {job.id} was marked failed, retry it with "
@@ -560,88 +553,30 @@ def create_pipeline(
     return pipeline
 
 
-def _append_log(session: Session, job: Job, message: str, level: str = "INFO") -> None:
-    last = session.scalar(select(func.max(LogLine.seq)).where(LogLine.job_id == job.id))
-    seq = 0 if last is None else last + 1
-    session.add(LogLine(job_id=job.id, seq=seq, level=level, message=message, attempt=job.attempt))
-
-
-def cancel_dependents(session: Session, job: Job) -> list[Job]:
-    """Cancels the queued jobs waiting on ``job`` (and on those, transitively)."""
-    cancelled: list[Job] = []
-    pending = [job]
-    now = utcnow()
-    while pending:
-        parent = pending.pop()
-        waiting = session.scalars(
-            select(Job).where(Job.depends_on == parent.id, Job.status == "queued")
-        ).all()
-        for child in waiting:
-            child.status = "cancelled"
-            child.cancel_requested = True
-            child.finished_at = now
-            _append_log(
-                session,
-                child,
-                f"cancelled: job {parent.id}, which it starts from, is {parent.status}",
-            )
-            cancelled.append(child)
-            pending.append(child)
-    return cancelled
-
-
 def cancel_job(session: Session, user: User, job_id: str) -> Job:
-    """Queued → cancelled (with the jobs waiting on it); running → cancelling, which the worker
-    turns into cancelled once the run has stopped. 409 for a finished job."""
+    """Cancels the job (see :func:`livt_service.state.request_cancel`); 409 for a finished job."""
     begin_write(session)
     job = get_job(session, user, job_id, for_update=True)
-    if job.status in TERMINAL_STATUSES:
-        raise ConflictError(f"job {job_id} is already {job.status}; there is nothing to cancel")
-    job.cancel_requested = True
-    if job.status == "queued":
-        job.status = "cancelled"
-        job.finished_at = utcnow()
-        _append_log(session, job, f"cancelled by {user.name} before it started")
-        cancel_dependents(session, job)
-    elif job.status == "running":
-        job.status = "cancelling"
+    try:
+        state.request_cancel(session, job, by=user.name)
+    except state.TransitionError as exc:
+        raise ConflictError(str(exc)) from None
     session.commit()
     logger.info("job %s: cancel requested by %s, now %s", job.id, user.name, job.status)
     return job
 
 
 def retry_job(session: Session, user: User, job_id: str, enqueue: Enqueue) -> Job:
-    """Puts a failed or cancelled job back in the queue with ``attempt + 1``; the run resumes
-    from the last checkpoint in its artifact folder. 409 for any other status."""
+    """Queues a failed or cancelled job again (see :func:`livt_service.state.retry`); 409 for
+    any other status."""
     begin_write(session)
     job = get_job(session, user, job_id, for_update=True)
-    if job.status not in ("failed", "cancelled"):
-        raise ConflictError(
-            f"job {job_id} is {job.status}; only failed or cancelled jobs can be retried"
-        )
-    waits = False
-    if job.depends_on is not None:
-        parent = session.get(Job, job.depends_on)
-        if parent is not None and parent.status in ("failed", "cancelled"):
-            raise ConflictError(
-                f"job {job_id} starts from job {parent.id}, which is {parent.status}; "
-                f"retry {parent.id} first"
-            )
-        waits = parent is not None and parent.status != "succeeded"
-    job.status = "queued"
-    job.attempt += 1
-    job.cancel_requested = False
-    job.failure_reason = None
-    job.failure_message = None
-    job.result = None
-    job.progress = None
-    job.worker_id = None
-    job.heartbeat_at = None
-    job.started_at = None
-    job.finished_at = None
-    _append_log(session, job, f"retry requested by {user.name}: attempt {job.attempt}")
+    try:
+        send = state.retry(session, job, by=user.name)
+    except state.TransitionError as exc:
+        raise ConflictError(str(exc)) from None
     session.commit()
     logger.info("job %s retried by %s (attempt %d)", job.id, user.name, job.attempt)
-    if not waits:
+    if send:
         _send(session, job, enqueue)
     return job

@@ -1,5 +1,6 @@
-"""The worker's database writes (``livt_service.state``) on SQLite and PostgreSQL: the atomic claim,
-fenced writes, requeue of lost jobs, start-up recovery, pipeline release and the worker registry.
+"""The job state changes (``livt_service.state``) on SQLite and PostgreSQL: the atomic claim,
+fenced writes, requeue of lost jobs, start-up recovery, pipeline release and cancellation, retry
+and the worker registry.
 """
 
 from __future__ import annotations
@@ -196,6 +197,71 @@ def test_finish_failed_records_reason_and_cancels_waiting_stages(
     )
     assert [_job(db, j.id).status for j in (second, third)] == ["cancelled", "cancelled"]
     assert sent == []
+
+
+def _log_lines(db, job_id: str) -> list[LogLine]:
+    with db() as session:
+        query = select(LogLine).where(LogLine.job_id == job_id).order_by(LogLine.seq)
+        return list(session.scalars(query))
+
+
+def test_waiting_stage_cancelled_by_a_failure_logs_at_its_own_attempt(
+    db, make_job, enqueue
+) -> None:
+    first = make_job(kind="pretrain")
+    second = make_job(kind="finetune", depends_on=first.id, attempt=3)
+    claim = state.claim_job(first.id, "w1@host")
+    assert state.finish_job(claim, Finish("failed", reason="internal"), enqueue=enqueue)
+    [line] = _log_lines(db, second.id)
+    assert line.attempt == 3
+    assert line.message == f"cancelled: job {first.id}, which it starts from, is failed"
+
+
+def test_cancelling_a_queued_job_gives_its_waiting_stages_a_message(db, make_job) -> None:
+    first = make_job(kind="pretrain")
+    second = make_job(kind="finetune", depends_on=first.id)
+    third = make_job(kind="evaluate", depends_on=second.id)
+    with db() as session:
+        state.request_cancel(session, session.get(Job, first.id), by="alice")
+    assert _job(db, second.id).failure_message == (
+        f"cancelled: job {first.id}, which it starts from, is cancelled"
+    )
+    assert _job(db, third.id).failure_message == (
+        f"cancelled: job {second.id}, which it starts from, is cancelled"
+    )
+
+
+def test_requeue_and_retry_reset_the_same_fields(db, make_job, enqueue) -> None:
+    progress = {"epoch": 3, "step": 10}
+    lost = make_job(
+        status="running", worker_id="gone@host", heartbeat_at=LONG_AGO, progress=progress
+    )
+    failed = make_job(status="failed", worker_id="w@host", progress=progress, result={"x": 1})
+    state.requeue_lost_jobs(60, enqueue=enqueue)
+    with db() as session:
+        assert state.retry(session, session.get(Job, failed.id), by="alice")
+    fields = (
+        "status",
+        "attempt",
+        "worker_id",
+        "heartbeat_at",
+        "progress",
+        "result",
+        "failure_reason",
+        "failure_message",
+        "started_at",
+        "finished_at",
+        "cancel_requested",
+    )
+    requeued, retried = _job(db, lost.id), _job(db, failed.id)
+    assert [getattr(requeued, f) for f in fields] == [getattr(retried, f) for f in fields]
+    assert (requeued.status, requeued.attempt, requeued.progress) == ("queued", 2, None)
+
+
+def test_retry_refuses_a_running_job(db, make_job) -> None:
+    job = make_job(status="running")
+    with db() as session, pytest.raises(state.TransitionError, match="only failed or cancelled"):
+        state.retry(session, session.get(Job, job.id), by="alice")
 
 
 def test_requeue_lost_job_increments_attempt_and_enqueues(db, make_job, enqueue, sent) -> None:
