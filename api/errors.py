@@ -17,6 +17,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from livt_core.contract import KINDS
 from livt_core.errors import ConfigError
 
 Loc = tuple[str | int, ...]
@@ -98,7 +99,7 @@ _FIXES = {
     "union_tag_not_found": 'add "kind": "pretrain", "finetune" or "evaluate"',
     "union_tag_invalid": "set kind to one of them",
 }
-_JOB_KINDS = ("pretrain", "finetune", "evaluate")
+_JOB_KINDS = KINDS
 
 
 def _request_loc(loc: Sequence[Any], type_: str) -> list[Any]:

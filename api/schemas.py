@@ -6,13 +6,25 @@ import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
+from livt_core.contract import (
+    FailureReason,
+    LongTailResult,
+    PretrainSummary,
+)
+from livt_core.contract import JobStatus as JobStatus
+from livt_core.contract import Kind as JobKind
 from livt_service import models
-
-JobStatus = Literal["queued", "running", "cancelling", "succeeded", "failed", "cancelled"]
-JobKind = Literal["pretrain", "finetune", "evaluate"]
 
 _QUEUE_PATTERN = r"^[A-Za-z0-9._-]{1,100}$"
 _NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,99}$"
@@ -205,27 +217,20 @@ class JobProgress(BaseModel):
     updated_at: datetime | None = None
 
 
-class JobResult(BaseModel):
-    """Long-tail report of a finished run; accuracies in percent, None for an empty group."""
+def _result_type(value: Any) -> str:
+    kind = value.get("kind") if isinstance(value, dict) else getattr(value, "kind", None)
+    return "pretrain" if kind == "pretrain" else "long_tail"
 
-    model_config = ConfigDict(extra="allow")
 
-    overall: float | None = None
-    many: float | None = None
-    medium: float | None = None
-    few: float | None = None
-    top5: float | None = None
-    ece: float | None = None
-    mce: float | None = None
-    pdc: float | None = None
-    per_class: list[Any] = Field(default_factory=list)
-    class_counts: list[int] = Field(default_factory=list)
-    split: str | None = None
-    class_counts_source: str | None = None
+#: The result of a finished run: a pretrain summary, or the long-tail report of the others.
+JobResult = Annotated[
+    Annotated[PretrainSummary, Tag("pretrain")] | Annotated[LongTailResult, Tag("long_tail")],
+    Discriminator(_result_type),
+]
 
 
 class JobFailure(BaseModel):
-    reason: Literal["invalid_data", "non_finite_loss", "out_of_memory", "worker_lost", "internal"]
+    reason: FailureReason
     message: str
 
 

@@ -24,10 +24,12 @@ from typing import Any, TypeVar
 
 import httpx
 
+from livt_core import contract
+
 logger = logging.getLogger(__name__)
 
 #: Statuses after which a job no longer changes on its own.
-TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
+TERMINAL_STATUSES = contract.TERMINAL_STATUSES
 
 
 class LivtClientError(Exception):

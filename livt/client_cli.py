@@ -21,16 +21,16 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from livt_core import contract
+
 if TYPE_CHECKING:
     from livt.client import Job, LivtApiError, LivtClient, LogLine, Result
 
 DEFAULT_URL = "http://127.0.0.1:8000"
-KINDS = ("pretrain", "finetune", "evaluate")
-STATUSES = ("queued", "running", "cancelling", "succeeded", "failed", "cancelled")
-#: Exit status of a finished job, matching ``livt train``.
-FAILURE_EXIT = {"invalid_data": 4, "non_finite_loss": 5, "out_of_memory": 6}
-EXIT_INVALID_SPEC = 2
-EXIT_CANCELLED = 3
+KINDS = contract.KINDS
+STATUSES = contract.JOB_STATUSES
+EXIT_INVALID_SPEC = contract.EXIT_CONFIG
+EXIT_CANCELLED = contract.EXIT_CANCELLED
 
 
 class CommandError(Exception):
@@ -500,7 +500,8 @@ def _wait_and_report(client: LivtClient, job_id: str, poll: float, timeout: floa
     failure = job.failure
     reason = f": {failure.reason}: {failure.message}" if failure else ""
     print(f"{job.id} failed{reason}")
-    return FAILURE_EXIT.get(failure.reason if failure else "", 1)
+    # the exit status of a finished job matches ``livt train``'s
+    return contract.exit_code(failure.reason if failure else "internal")
 
 
 def _results(client: LivtClient, args: argparse.Namespace) -> int:

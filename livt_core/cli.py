@@ -20,6 +20,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from livt_core import contract
 from livt_core.config import (
     CONFIG_CLASSES,
     KINDS,
@@ -37,17 +38,11 @@ from livt_core.events import Callback, CallbackList, JsonlEventWriter, StopFile
 
 logger = logging.getLogger(__name__)
 
-EXIT_OK = 0
-EXIT_INTERNAL = 1
-EXIT_CONFIG = 2
-EXIT_CANCELLED = 3
-EXIT_CODES = {
-    "invalid_config": EXIT_CONFIG,
-    "cancelled": EXIT_CANCELLED,
-    "invalid_data": 4,
-    "non_finite_loss": 5,
-    "out_of_memory": 6,
-}
+EXIT_OK = contract.EXIT_OK
+EXIT_INTERNAL = contract.EXIT_INTERNAL
+EXIT_CONFIG = contract.EXIT_CONFIG
+EXIT_CANCELLED = contract.EXIT_CANCELLED
+EXIT_CODES = contract.EXIT_CODES
 
 _STAGE_HELP = {
     "pretrain": "MGP: masked generative pretraining of an MAE on the long-tailed training set",

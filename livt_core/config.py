@@ -20,11 +20,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from livt_core.contract import KINDS
 from livt_core.data.stats import IMAGENET_LT_STATS, IMAGENET_STATS, INAT18_STATS
 from livt_core.errors import ConfigError, LivtError
-
-Kind = Literal["pretrain", "finetune", "evaluate"]
-KINDS: tuple[str, ...] = ("pretrain", "finetune", "evaluate")
 
 
 class ConfigErrors(LivtError, ValueError):

@@ -30,10 +30,12 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
-JOB_STATUSES = ("queued", "running", "cancelling", "succeeded", "failed", "cancelled")
-TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
-ACTIVE_STATUSES = frozenset({"running", "cancelling"})
-FAILURE_REASONS = ("invalid_data", "non_finite_loss", "out_of_memory", "worker_lost", "internal")
+from livt_core import contract
+
+JOB_STATUSES = contract.JOB_STATUSES
+TERMINAL_STATUSES = contract.TERMINAL_STATUSES
+ACTIVE_STATUSES = contract.ACTIVE_STATUSES
+FAILURE_REASONS = contract.FAILURE_REASONS
 
 _CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
 

@@ -26,6 +26,7 @@ from sqlalchemy import and_, delete, exists, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, aliased
 
+from livt_core import contract
 from livt_service.db import begin_write, session_scope
 from livt_service.models import (
     ACTIVE_STATUSES,
@@ -48,13 +49,7 @@ Enqueue = Callable[[str, str], None]
 MAX_LOST_ATTEMPTS = 3
 
 #: Files of a run directory registered as artifacts, with their kind.
-ARTIFACT_KINDS: dict[str, str] = {
-    "checkpoint-last.pth": "checkpoint",
-    "checkpoint-best.pth": "checkpoint",
-    "config.json": "config",
-    "results.json": "results",
-    "history.json": "history",
-}
+ARTIFACT_KINDS = contract.ARTIFACT_KINDS
 
 
 def _default_enqueue(job_id: str, queue: str) -> None:

@@ -32,6 +32,7 @@ from typing import IO, Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from livt_core import contract
 from livt_core.events import read_events
 from livt_service import state
 from livt_service.state import ClaimedJob, Finish, FlushBatch, LogRecord
@@ -50,11 +51,9 @@ FINAL_WRITE_PATIENCE = 300.0
 MAX_LINE_CHARS = 4000
 
 #: Exit status of ``python -m livt_core train`` → job failure reason (``docs/architecture.md``).
-EXIT_REASONS = {2: "invalid_data", 4: "invalid_data", 5: "non_finite_loss", 6: "out_of_memory"}
-EXIT_CANCELLED = 3
-FAILURE_REASONS = frozenset(
-    {"invalid_data", "non_finite_loss", "out_of_memory", "worker_lost", "internal"}
-)
+EXIT_REASONS = contract.EXIT_FAILURE_REASONS
+EXIT_CANCELLED = contract.EXIT_CANCELLED
+FAILURE_REASONS = frozenset(contract.FAILURE_REASONS)
 
 _LEVEL = re.compile(r"\b(DEBUG|INFO|WARNING|ERROR|CRITICAL)\b")
 _OOM = re.compile(r"out of memory|OutOfMemoryError", re.IGNORECASE)
@@ -89,13 +88,13 @@ def training_command(job: ClaimedJob, run_dir: Path, nproc: int) -> list[str]:
         "train",
         job.kind,
         "--config",
-        str(run_dir / "config.json"),
+        str(run_dir / contract.CONFIG_FILE),
         "--output-dir",
         str(run_dir),
         "--events",
-        str(run_dir / "events.jsonl"),
+        str(run_dir / contract.EVENTS_FILE),
         "--stop-file",
-        str(run_dir / "STOP"),
+        str(run_dir / contract.STOP_FILE),
         "--resume",
         "auto",
         "--no-progress",
@@ -224,16 +223,16 @@ class JobRunner:
 
     def _prepare(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "STOP").unlink(missing_ok=True)
-        config = self.run_dir / "config.json"
+        (self.run_dir / contract.STOP_FILE).unlink(missing_ok=True)
+        config = self.run_dir / contract.CONFIG_FILE
         tmp = config.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(self.job.config, indent=2), encoding="utf-8")
         os.replace(tmp, config)
-        events = self.run_dir / "events.jsonl"
+        events = self.run_dir / contract.EVENTS_FILE
         self.events_offset = events.stat().st_size if events.exists() else 0
-        if (self.run_dir / "checkpoint-last.pth").is_file():
-            self.log(f"found checkpoint-last.pth of an earlier attempt in {self.run_dir}")
-            history = self.run_dir / "history.json"
+        if (self.run_dir / contract.LAST_CHECKPOINT).is_file():
+            self.log(f"found {contract.LAST_CHECKPOINT} of an earlier attempt in {self.run_dir}")
+            history = self.run_dir / contract.HISTORY_FILE
             if history.is_file():
                 try:
                     entries = json.loads(history.read_text(encoding="utf-8"))
@@ -309,36 +308,34 @@ class JobRunner:
                 break
             self.tail.append(record.message)
             self.batch.logs.append(record)
-        events, self.events_offset = read_events(self.run_dir / "events.jsonl", self.events_offset)
+        events, self.events_offset = read_events(
+            self.run_dir / contract.EVENTS_FILE, self.events_offset
+        )
         for event in events:
             self._on_event(event)
 
     def _on_event(self, event: dict[str, Any]) -> None:
         kind = event.get("type")
-        if kind == "start":
+        if kind == contract.START:
             start, epochs = int(event.get("start_epoch") or 0), event.get("epochs")
             if start > 0:
                 self.log(
-                    f"resumed from checkpoint-last.pth: continuing at epoch {start} of {epochs}"
+                    f"resumed from {contract.LAST_CHECKPOINT}: continuing at epoch {start} of {epochs}"
                 )
             else:
                 self.log(f"run started: {epochs} epochs of {event.get('steps_per_epoch')} steps")
-        elif kind == "step":
-            fields = (
-                "epoch", "epochs", "step", "steps", "global_step", "loss", "lr",
-                "images_per_sec", "eta_seconds",
-            )  # fmt: skip
-            self.progress = {k: event.get(k) for k in fields}
+        elif kind == contract.STEP:
+            self.progress = {k: event.get(k) for k in contract.PROGRESS_FIELDS}
             self.batch.progress = dict(self.progress)
-        elif kind == "epoch":
+        elif kind == contract.EPOCH:
             self.batch.metrics[int(event["epoch"])] = dict(event.get("metrics") or {})
-        elif kind == "checkpoint":
+        elif kind == contract.CHECKPOINT:
             name = Path(str(event.get("path", ""))).name
-            if name in state.ARTIFACT_KINDS:
+            if name in contract.ARTIFACT_KINDS:
                 self.batch.artifact_names.add(name)
-        elif kind == "result":
+        elif kind == contract.RESULT:
             self.result_event = dict(event.get("result") or {})
-        elif kind == "error":
+        elif kind == contract.ERROR:
             self.error_event = event
             self.log(f"run failed ({event.get('reason')}): {event.get('message')}", "ERROR")
 
@@ -369,7 +366,7 @@ class JobRunner:
             return
         self.stop = _Stop(why, time.monotonic())
         self.log(message, "WARNING")
-        (self.run_dir / "STOP").touch()
+        (self.run_dir / contract.STOP_FILE).touch()
 
     def _enforce_stop(self) -> None:
         if self.stop is None or self.proc is None or self.proc.poll() is not None:
@@ -435,12 +432,15 @@ class JobRunner:
         )
 
     def _result(self) -> dict[str, Any] | None:
-        path = self.run_dir / "results.json"
+        path = self.run_dir / contract.RESULTS_FILE
         if path.is_file():
             try:
                 return json.loads(path.read_text(encoding="utf-8"))
             except (OSError, json.JSONDecodeError) as exc:
-                self.log(f"results.json is unreadable ({exc}); using the result event", "WARNING")
+                self.log(
+                    f"{contract.RESULTS_FILE} is unreadable ({exc}); using the result event",
+                    "WARNING",
+                )
         return self.result_event
 
     def _write_pending(self) -> None:

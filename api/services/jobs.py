@@ -35,6 +35,7 @@ from api.errors import (
     field_loc,
 )
 from api.schemas import InitRef, JobSpec, PipelineCreate
+from livt_core import contract
 from livt_core.config import ConfigErrors, deep_merge, resolve_config
 from livt_core.errors import CheckpointError, ConfigError
 from livt_service import state
@@ -61,8 +62,8 @@ Enqueue = Callable[[str, str], None]
 
 #: Which jobs a run of each kind may start from, and the checkpoint of that job it loads.
 INIT_CHECKPOINTS: dict[str, dict[str, str]] = {
-    "finetune": {"pretrain": "checkpoint-last.pth", "finetune": "checkpoint-best.pth"},
-    "evaluate": {"finetune": "checkpoint-best.pth"},
+    "finetune": {k: contract.INIT_CHECKPOINT[k] for k in ("pretrain", "finetune")},
+    "evaluate": {"finetune": contract.INIT_CHECKPOINT["finetune"]},
 }
 #: Settings an evaluate run copies from the finetune job it evaluates, unless the spec sets them.
 EVALUATE_INHERITS = ("model", "model_kwargs", "global_pool", "data")

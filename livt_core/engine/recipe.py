@@ -20,6 +20,13 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from livt_core.checkpoint import extract_model_state, load_checkpoint, save_checkpoint
 from livt_core.config import EvaluateConfig, FinetuneConfig, PretrainConfig
+from livt_core.contract import (
+    BEST_CHECKPOINT,
+    CONFIG_FILE,
+    HISTORY_FILE,
+    LAST_CHECKPOINT,
+    RESULTS_FILE,
+)
 from livt_core.distributed import (
     DistContext,
     barrier,
@@ -56,12 +63,6 @@ logger = logging.getLogger(__name__)
 LOADER_START_METHOD = "fork" if sys.platform.startswith("linux") else None
 
 AnyConfig = PretrainConfig | FinetuneConfig | EvaluateConfig
-
-CONFIG_FILE = "config.json"
-HISTORY_FILE = "history.json"
-RESULTS_FILE = "results.json"
-LAST_CHECKPOINT = "checkpoint-last.pth"
-BEST_CHECKPOINT = "checkpoint-best.pth"
 
 
 class Recipe(abc.ABC):

@@ -1,0 +1,234 @@
+"""The run contract between a training run (``livt_core``) and whoever runs it (the job service,
+its client, the ``livt train`` command): every name both sides must agree on, declared once.
+
+- the run kinds and the job statuses,
+- the files of a run folder,
+- the event stream (``events.jsonl``): event types and the fields of each,
+- the result types (:class:`LongTailResult`, :class:`PretrainSummary`),
+- the failure reasons and the exit status of ``livt train`` for each.
+
+Channels between a training child and the worker, one per piece of data: progress, per-epoch
+metrics, checkpoints, the result and a typed failure travel as events in ``events.jsonl``;
+output lines travel on stdout/stderr; cancellation travels the other way as the stop file. The
+other files of the run folder are artifacts for people and for resuming, not messages.
+
+This module imports neither torch nor anything of the service, so that every layer can use it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, TypedDict
+
+from pydantic import BaseModel, ConfigDict, Field
+
+# ------------------------------------------------------------------------- kinds and statuses
+
+Kind = Literal["pretrain", "finetune", "evaluate"]
+KINDS: tuple[str, ...] = ("pretrain", "finetune", "evaluate")
+
+JobStatus = Literal["queued", "running", "cancelling", "succeeded", "failed", "cancelled"]
+JOB_STATUSES: tuple[str, ...] = (
+    "queued",
+    "running",
+    "cancelling",
+    "succeeded",
+    "failed",
+    "cancelled",
+)
+#: A job in one of these states never changes again (unless it is retried).
+TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
+#: A worker owns a job in one of these states.
+ACTIVE_STATUSES = frozenset({"running", "cancelling"})
+#: How a run ends (the ``status`` of the ``end`` event).
+END_STATUSES: tuple[str, ...] = ("succeeded", "failed", "cancelled")
+
+# ------------------------------------------------------------------------- the run folder
+
+CONFIG_FILE = "config.json"
+HISTORY_FILE = "history.json"
+RESULTS_FILE = "results.json"
+EVENTS_FILE = "events.jsonl"
+LAST_CHECKPOINT = "checkpoint-last.pth"
+BEST_CHECKPOINT = "checkpoint-best.pth"
+#: Created by the worker to ask the run to stop (``--stop-file``).
+STOP_FILE = "STOP"
+
+#: The files of a run folder the service registers as artifacts, with their kind.
+ARTIFACT_KINDS: dict[str, str] = {
+    LAST_CHECKPOINT: "checkpoint",
+    BEST_CHECKPOINT: "checkpoint",
+    CONFIG_FILE: "config",
+    RESULTS_FILE: "results",
+    HISTORY_FILE: "history",
+}
+#: The checkpoint of a finished job that a later stage starts from, by the job's kind.
+INIT_CHECKPOINT: dict[str, str] = {"pretrain": LAST_CHECKPOINT, "finetune": BEST_CHECKPOINT}
+
+# ------------------------------------------------------------------------- the event stream
+
+START, STEP, EPOCH, CHECKPOINT, RESULT, ERROR, END = (
+    "start",
+    "step",
+    "epoch",
+    "checkpoint",
+    "result",
+    "error",
+    "end",
+)
+EVENT_TYPES: tuple[str, ...] = (START, STEP, EPOCH, CHECKPOINT, RESULT, ERROR, END)
+
+
+class StartEvent(TypedDict):
+    type: Literal["start"]
+    time: float
+    kind: str
+    epochs: int
+    start_epoch: int
+    steps_per_epoch: int
+    world_size: int
+
+
+class StepEvent(TypedDict):
+    """Epochs and steps count from 0 (``epoch`` of ``epochs``)."""
+
+    type: Literal["step"]
+    time: float
+    epoch: int
+    epochs: int
+    step: int
+    steps: int
+    global_step: int
+    loss: float | None
+    lr: float
+    images_per_sec: float | None
+    eta_seconds: float | None
+
+
+class EpochEvent(TypedDict):
+    type: Literal["epoch"]
+    time: float
+    epoch: int
+    metrics: dict[str, Any]
+
+
+class CheckpointEvent(TypedDict):
+    type: Literal["checkpoint"]
+    time: float
+    name: Literal["last", "best"]
+    path: str
+    epoch: int
+
+
+class ResultEvent(TypedDict):
+    type: Literal["result"]
+    time: float
+    result: dict[str, Any]
+
+
+class ErrorEvent(TypedDict):
+    type: Literal["error"]
+    time: float
+    reason: str
+    message: str
+
+
+class EndEvent(TypedDict):
+    type: Literal["end"]
+    time: float
+    status: Literal["succeeded", "failed", "cancelled"]
+
+
+def _fields(event: type) -> tuple[str, ...]:
+    return tuple(k for k in event.__annotations__ if k not in ("type", "time"))
+
+
+#: The fields of each event type, besides ``type`` and ``time``.
+EVENT_FIELDS: dict[str, tuple[str, ...]] = {
+    START: _fields(StartEvent),
+    STEP: _fields(StepEvent),
+    EPOCH: _fields(EpochEvent),
+    CHECKPOINT: _fields(CheckpointEvent),
+    RESULT: _fields(ResultEvent),
+    ERROR: _fields(ErrorEvent),
+    END: _fields(EndEvent),
+}
+#: A job's ``progress``: the fields of its latest step event.
+PROGRESS_FIELDS: tuple[str, ...] = EVENT_FIELDS[STEP]
+
+# ------------------------------------------------------------------------- results
+
+
+class LongTailResult(BaseModel):
+    """The result of a finetune or evaluate run (``long_tail_report`` of the reported split):
+    accuracies in percent, None for an empty group. Further keys of the report are kept."""
+
+    model_config = ConfigDict(extra="allow")
+
+    overall: float | None = None
+    many: float | None = None
+    medium: float | None = None
+    few: float | None = None
+    top5: float | None = None
+    ece: float | None = None
+    mce: float | None = None
+    pdc: float | None = None
+    per_class: list[Any] = Field(default_factory=list)
+    class_counts: list[int] = Field(default_factory=list)
+    split: str | None = None
+    class_counts_source: str | None = None
+
+
+class PretrainSummary(BaseModel):
+    """The result of a pretrain (MGP) run: its loss summary and the encoder's checkpoint."""
+
+    model_config = ConfigDict(extra="allow")
+
+    kind: Literal["pretrain"] = "pretrain"
+    epochs: int | None = None
+    final_loss: float | None = None
+    min_loss: float | None = None
+    checkpoint: str | None = None
+
+
+# ------------------------------------------------------------------------- failures
+
+FailureReason = Literal[
+    "invalid_data", "non_finite_loss", "out_of_memory", "worker_lost", "internal"
+]
+#: Why a job failed, as the service stores and reports it.
+FAILURE_REASONS: tuple[str, ...] = (
+    "invalid_data",
+    "non_finite_loss",
+    "out_of_memory",
+    "worker_lost",
+    "internal",
+)
+
+EXIT_OK = 0
+EXIT_INTERNAL = 1
+EXIT_CONFIG = 2
+EXIT_CANCELLED = 3
+#: Exit status of ``livt train`` (and of ``livt wait`` / ``livt results`` for a finished job)
+#: by the reason of the run's error (``LivtError.reason``).
+EXIT_CODES: dict[str, int] = {
+    "internal": EXIT_INTERNAL,
+    "invalid_config": EXIT_CONFIG,
+    "cancelled": EXIT_CANCELLED,
+    "invalid_data": 4,
+    "non_finite_loss": 5,
+    "out_of_memory": 6,
+}
+
+
+def exit_code(reason: str) -> int:
+    """The exit status for an error ``reason`` (1 for a reason without its own)."""
+    return EXIT_CODES.get(reason, EXIT_INTERNAL)
+
+
+#: Exit status of a training child → the job's failure reason. A config the service accepted
+#: but the run rejects is the data's fault (e.g. a class count the data set does not have), so
+#: ``invalid_config`` counts as ``invalid_data`` here. Any other status is ``internal``.
+EXIT_FAILURE_REASONS: dict[int, str] = {
+    EXIT_CONFIG: "invalid_data",
+    **{code: reason for reason, code in EXIT_CODES.items() if reason in FAILURE_REASONS[:3]},
+}
