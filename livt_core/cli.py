@@ -21,10 +21,12 @@ from typing import Any
 from pydantic import BaseModel
 
 from livt_core import contract
+from livt_core.checks.run import check_loss
 from livt_core.config import (
     CONFIG_CLASSES,
     KINDS,
     ConfigErrors,
+    FinetuneConfig,
     deep_merge,
     list_presets,
     load_config_file,
@@ -226,6 +228,11 @@ def train_command(args: argparse.Namespace) -> int:
             print("\n".join(_settings_help(CONFIG_CLASSES[args.kind])))
             return EXIT_OK
         config = build_config(args)
+        if isinstance(config, FinetuneConfig) and config.loss_kwargs:
+            # the option values are checked by building the loss (torch-free configs cannot)
+            check_loss(
+                config.loss, tau=config.tau, smoothing=config.smoothing, options=config.loss_kwargs
+            )
         if args.print_config:
             print(json.dumps(config.model_dump(mode="json"), indent=2))
             return EXIT_OK

@@ -20,8 +20,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from livt_core import catalog
 from livt_core.contract import KINDS
-from livt_core.data.stats import IMAGENET_LT_STATS, IMAGENET_STATS, INAT18_STATS
 from livt_core.errors import ConfigError, LivtError
 
 
@@ -100,9 +100,7 @@ class DataConfig(_Strict):
     @field_validator("dataset")
     @classmethod
     def _known_dataset(cls, v: str) -> str:
-        from livt_core.data import list_datasets
-
-        names = list_datasets()
+        names = catalog.list_datasets()
         if v not in names:
             raise _fail(f"unknown data set {v!r}; use one of: {', '.join(names)}")
         return v
@@ -117,13 +115,11 @@ class DataConfig(_Strict):
 
 
 def _check_model(name: str, *, mae: bool, kind: str) -> str:
-    from livt_core.models import is_mae_model, list_models
-
-    names = list_models()
-    wanted = [n for n in names if is_mae_model(n) == mae]
+    names = catalog.list_models()
+    wanted = [n for n in names if catalog.is_mae_model(n) == mae]
     if name not in names:
         raise _fail(f"unknown model {name!r}; use one of: {', '.join(wanted)}")
-    if is_mae_model(name) != mae:
+    if catalog.is_mae_model(name) != mae:
         raise _fail(
             f"{kind} needs {'an MAE (mae_vit_*)' if mae else 'a classifier (vit_*)'} model, got "
             f"{name!r}; use one of: {', '.join(wanted)}"
@@ -308,10 +304,8 @@ class FinetuneConfig(_TrainBase):
     @field_validator("loss")
     @classmethod
     def _loss(cls, v: str) -> str:
-        from livt_core.losses import list_losses
-
-        if v not in list_losses():
-            raise _fail(f"unknown loss {v!r}; use one of: {', '.join(list_losses())}")
+        if v not in catalog.LOSSES:
+            raise _fail(f"unknown loss {v!r}; use one of: {', '.join(catalog.list_losses())}")
         return v
 
     @field_validator("drop_path", "smoothing", "reprob", "mixup_prob", "mixup_switch_prob")
@@ -355,27 +349,25 @@ class FinetuneConfig(_TrainBase):
 
     @model_validator(mode="after")
     def _soft_targets(self) -> FinetuneConfig:
-        from livt_core.losses import SOFT_TARGET_LOSSES
-
         mixing = (self.mixup > 0 or self.cutmix > 0) and self.mixup_prob > 0
-        if mixing and self.loss not in SOFT_TARGET_LOSSES:
+        if mixing and self.loss not in catalog.SOFT_TARGET_LOSSES:
             raise _fail(
                 f"loss {self.loss!r} takes hard labels only, but Mixup/CutMix make soft targets; "
-                f"set mixup=0 and cutmix=0, or use one of: {', '.join(sorted(SOFT_TARGET_LOSSES))}",
+                f"set mixup=0 and cutmix=0, or use one of: "
+                f"{', '.join(sorted(catalog.SOFT_TARGET_LOSSES))}",
                 "loss",
             )
         return self
 
     @model_validator(mode="after")
     def _loss_settings(self) -> FinetuneConfig:
-        """Builds the loss once on a stand-in class distribution so that settings the loss
-        rejects (tau on a loss without a prior bias, smoothing on a margin loss, unknown
-        loss_kwargs) fail when the run is configured rather than when it starts."""
-        from livt_core.losses import build_loss
-
+        """Checks the settings against the loss's rules (tau on a loss without a prior bias,
+        smoothing on a margin loss, unknown loss_kwargs) so that they fail when the run is
+        configured rather than when it starts; the values of loss_kwargs are checked when the
+        loss is built (:func:`check_loss_build`)."""
         try:
-            build_loss(
-                self.loss, [100, 10], tau=self.tau, smoothing=self.smoothing, **self.loss_kwargs
+            catalog.check_loss_settings(
+                self.loss, tau=self.tau, smoothing=self.smoothing, options=self.loss_kwargs
             )
         except ConfigError as exc:
             message = exc.message + (f"; {exc.fix}" if exc.fix else "")
@@ -434,139 +426,23 @@ CONFIG_CLASSES: dict[str, type[_Strict]] = {
 }
 
 
-def _fashion(kind: str) -> dict[str, Any]:
-    """Fashion-MNIST-LT sized for a 2-core CPU: 28 px grey images, the nano ViT, n_max 1000, γ 100.
-
-    Pretrain (15 epochs) → finetune (25 epochs) → evaluate take about 3 minutes with one torch
-    thread per process (``threads=1``) and one loader process: more intra-op threads do not speed
-    up a model this small, and on a busy 2-core machine they make it several times slower. Fine-tuning keeps crop + flip and label
-    smoothing but turns RandAugment, Mixup / CutMix and random erasing off: on 2,478 grey 28 px
-    images and a 0.2 M-parameter ViT trained for tens of epochs they mostly slow fitting down.
-    The random crop keeps 35–100 % of the image area (the paper's 8–100 % leaves a few pixels of
-    a 28 px item; see ``bench/README.md``). Batch 32 gives 77 updates per epoch, which a schedule
-    this short needs.
-    """
-    data = {
-        "dataset": "fashion-mnist-lt",
-        "img_size": 28,
-        "in_chans": 1,
-        "n_max": 1000,
-        "imbalance_factor": 100.0,
-        "num_workers": 1,
-    }
-    if kind == "pretrain":
-        return {
-            "data": data,
-            "model": "mae_vit_nano_patch4",
-            "threads": 1,
-            "epochs": 15,
-            "warmup_epochs": 1,
-            "batch_size": 64,
-            "blr": 3e-3,
-        }
-    if kind == "finetune":
-        return {
-            "data": data,
-            "model": "vit_nano_patch4",
-            "threads": 1,
-            "epochs": 25,
-            "warmup_epochs": 2,
-            "batch_size": 32,
-            "blr": 1.6e-2,
-            "layer_decay": 0.75,
-            "drop_path": 0.1,
-            "crop_scale": [0.35, 1.0],
-            "auto_augment": None,
-            "mixup": 0.0,
-            "cutmix": 0.0,
-            "reprob": 0.0,
-        }
-    return {"data": data, "model": "vit_nano_patch4", "threads": 1, "batch_size": 256}
+#: Where the presets live: one YAML file per preset (``<name>.yaml``), keyed by run kind.
+PRESET_DIR = Path(__file__).resolve().parent / "presets"
 
 
-def _large(
-    dataset_kind: str,
-    *,
-    split_files: tuple[str, str, str | None] | None,
-    mean: tuple[float, float, float] | None,
-    std: tuple[float, float, float] | None,
-    pretrain_img: int = 224,
-    finetune: dict[str, Any] | None = None,
-    data_extra: dict[str, Any] | None = None,
-) -> dict[str, dict[str, Any]]:
-    data: dict[str, Any] = {"dataset": dataset_kind, "img_size": 224, **(data_extra or {})}
-    if split_files is not None:
-        data.update(train_split=split_files[0], val_split=split_files[1], test_split=split_files[2])
-    if mean is not None:
-        data.update(mean=mean, std=std)
-    pre_data = {**data, "img_size": pretrain_img}
-    return {
-        "pretrain": {
-            "data": pre_data,
-            "model": "mae_vit_base_patch16",
-            "epochs": 800,
-            "warmup_epochs": 40,
-            "effective_batch_size": 4096,
-            "batch_size": 256,
-            "blr": 1.5e-4,
-        },
-        "finetune": {
-            "data": data,
-            "model": "vit_base_patch16",
-            "effective_batch_size": 1024,
-            "batch_size": 128,
-            **(finetune or {}),
-        },
-        "evaluate": {"data": data, "model": "vit_base_patch16"},
-    }
+def _load_presets() -> dict[str, dict[str, dict[str, Any]]]:
+    presets = {}
+    for path in sorted(PRESET_DIR.glob("*.yaml")):
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        unknown = set(data) - set(KINDS)
+        if unknown:
+            raise ValueError(f"preset {path.name} has sections {sorted(unknown)}; use {KINDS}")
+        presets[path.stem] = data
+    return presets
 
 
-#: Per-dataset overrides of the paper's defaults, per run kind.
-PRESETS: dict[str, dict[str, dict[str, Any]]] = {
-    "imagenet-lt": _large(
-        "splitfile",
-        split_files=("ImageNet_LT_train.txt", "ImageNet_LT_val.txt", "ImageNet_LT_test.txt"),
-        mean=IMAGENET_LT_STATS[0],
-        std=IMAGENET_LT_STATS[1],
-        finetune={"epochs": 100, "warmup_epochs": 10},
-    ),
-    "inat18": _large(
-        "splitfile",
-        split_files=("iNaturalist18_train.txt", "iNaturalist18_val.txt", None),
-        mean=INAT18_STATS[0],
-        std=INAT18_STATS[1],
-        pretrain_img=128,
-        finetune={"epochs": 100, "warmup_epochs": 10, "drop_path": 0.2},
-    ),
-    "places-lt": _large(
-        "splitfile",
-        split_files=("Places_LT_train.txt", "Places_LT_val.txt", "Places_LT_test.txt"),
-        mean=IMAGENET_STATS[0],
-        std=IMAGENET_STATS[1],
-        finetune={"epochs": 30, "warmup_epochs": 5, "tau": 1.05},
-    ),
-    "cifar10-lt": _large(
-        "cifar10-lt",
-        split_files=None,
-        mean=None,
-        std=None,
-        pretrain_img=64,
-        finetune={"epochs": 20, "warmup_epochs": 2, "layer_decay": 0.65},
-        # n_max 4950 leaves 50 images of the largest class for the held-out validation split
-        # (set data.n_max=5000 for the literature's exact counts, which leave none)
-        data_extra={"img_size": 64, "imbalance_factor": 10.0, "n_max": 4950},
-    ),
-    "cifar100-lt": _large(
-        "cifar100-lt",
-        split_files=None,
-        mean=None,
-        std=None,
-        pretrain_img=64,
-        finetune={"epochs": 20, "warmup_epochs": 2, "layer_decay": 0.65},
-        data_extra={"img_size": 64, "imbalance_factor": 10.0, "n_max": 490},
-    ),
-    "fashion-mnist-lt": {kind: _fashion(kind) for kind in KINDS},
-}
+#: Per-dataset overrides of the paper's defaults, per run kind (``livt_core/presets/*.yaml``).
+PRESETS: dict[str, dict[str, dict[str, Any]]] = _load_presets()
 
 
 def list_presets() -> list[str]:

@@ -17,6 +17,7 @@ This module imports neither torch nor anything of the service, so that every lay
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Literal, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -188,6 +189,36 @@ class PretrainSummary(BaseModel):
     final_loss: float | None = None
     min_loss: float | None = None
     checkpoint: str | None = None
+
+
+#: The shot groups of a long-tail result, by training images per class.
+SHOT_GROUPS: tuple[str, ...] = ("many", "medium", "few")
+
+
+def shot_groups(
+    class_counts: Sequence[int], many_thr: int = 100, few_thr: int = 20
+) -> dict[str, list[int]]:
+    """Split classes by their **training** count into shot groups.
+
+    Many: ``n_c > many_thr``; Medium: ``few_thr ≤ n_c ≤ many_thr``; Few: ``n_c < few_thr``
+    (the standard 100 / 20 thresholds by default).
+
+    Returns:
+        ``{"many": [class ids], "medium": [...], "few": [...]}``, ids ascending.
+    """
+    if few_thr > many_thr:
+        raise ValueError(f"few_thr ({few_thr}) must not exceed many_thr ({many_thr})")
+    groups: dict[str, list[int]] = {name: [] for name in SHOT_GROUPS}
+    for cls, count in enumerate(class_counts):
+        if count < 0:
+            raise ValueError(f"class {cls} has a negative count {count}")
+        if count > many_thr:
+            groups["many"].append(cls)
+        elif count < few_thr:
+            groups["few"].append(cls)
+        else:
+            groups["medium"].append(cls)
+    return groups
 
 
 # ------------------------------------------------------------------------- failures

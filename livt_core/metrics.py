@@ -14,7 +14,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-GROUPS = ("many", "medium", "few")
+from livt_core.contract import SHOT_GROUPS as GROUPS
+from livt_core.contract import shot_groups
+
+__all__ = ["GROUPS", "shot_groups"]  # re-exported: they belong to the run contract
 
 
 def _labels_cpu(labels: Tensor, num_classes: int, what: str = "labels") -> Tensor:
@@ -65,32 +68,6 @@ def accuracy(logits: Tensor, target: Tensor, topk: Sequence[int] = (1,)) -> list
     ranked = scores.topk(maxk, dim=1).indices  # [N, maxk]
     hits = ranked.eq(labels.unsqueeze(1))  # [N, maxk]
     return [100.0 * hits[:, : min(k, maxk)].any(dim=1).double().mean().item() for k in topk]
-
-
-def shot_groups(
-    class_counts: Sequence[int], many_thr: int = 100, few_thr: int = 20
-) -> dict[str, list[int]]:
-    """Split classes by their **training** count into shot groups.
-
-    Many: ``n_c > many_thr``; Medium: ``few_thr ≤ n_c ≤ many_thr``; Few: ``n_c < few_thr``
-    (the standard 100 / 20 thresholds by default).
-
-    Returns:
-        ``{"many": [class ids], "medium": [...], "few": [...]}``, ids ascending.
-    """
-    if few_thr > many_thr:
-        raise ValueError(f"few_thr ({few_thr}) must not exceed many_thr ({many_thr})")
-    groups: dict[str, list[int]] = {name: [] for name in GROUPS}
-    for cls, count in enumerate(class_counts):
-        if count < 0:
-            raise ValueError(f"class {cls} has a negative count {count}")
-        if count > many_thr:
-            groups["many"].append(cls)
-        elif count < few_thr:
-            groups["few"].append(cls)
-        else:
-            groups["medium"].append(cls)
-    return groups
 
 
 def calibration_errors(probs: Tensor, labels: Tensor, n_bins: int = 15) -> tuple[float, float]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from typing import Generic, TypeVar
 
 from livt_core.errors import ConfigError
@@ -14,12 +14,14 @@ class Registry(Generic[T]):
     """Maps names to factories; unknown names raise a :class:`ConfigError` listing valid ones.
 
     ``field`` is the configuration field the name comes from (``"model"``, ``"loss"``), so that
-    the error names it.
+    the error names it. ``known``: the names the catalogue (``livt_core.catalog``) declares;
+    registering any other name fails.
     """
 
-    def __init__(self, kind: str, field: str) -> None:
+    def __init__(self, kind: str, field: str, known: Collection[str] | None = None) -> None:
         self.kind = kind
         self.field = field
+        self.known = None if known is None else frozenset(known)
         self._entries: dict[str, T] = {}
 
     def register(self, name: str | None = None) -> Callable[[T], T]:
@@ -27,6 +29,8 @@ class Registry(Generic[T]):
             key = name or obj.__name__  # type: ignore[attr-defined]
             if key in self._entries:
                 raise ValueError(f"{self.kind} {key!r} is registered twice")
+            if self.known is not None and key not in self.known:
+                raise ValueError(f"{self.kind} {key!r} is missing from livt_core.catalog")
             self._entries[key] = obj
             return obj
 

@@ -7,14 +7,13 @@ from fastapi import APIRouter, status
 from api.deps import CurrentUser, SessionDep, SettingsDep
 from api.schemas import DatasetCreate, DatasetList, DatasetPublic, ShotGroups
 from api.services import datasets as service
+from livt_core.contract import shot_groups
 from livt_service.models import Dataset
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
 
 
 def _public(dataset: Dataset) -> DatasetPublic:
-    from livt_core.metrics import shot_groups
-
     return DatasetPublic(
         name=dataset.name,
         kind=dataset.kind,

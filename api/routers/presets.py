@@ -14,10 +14,8 @@ router = APIRouter(prefix="/presets", tags=["presets"])
 
 @lru_cache(maxsize=1)
 def _catalogue() -> PresetList:
+    from livt_core.catalog import is_mae_model, list_datasets, list_losses, list_models
     from livt_core.config import KINDS, list_presets, resolve_config
-    from livt_core.data import list_datasets
-    from livt_core.losses import list_losses
-    from livt_core.models import is_mae_model, list_models
 
     def configs(preset: str | None) -> dict:
         return {kind: resolve_config(kind, preset).model_dump(mode="json") for kind in KINDS}

@@ -18,9 +18,11 @@ from api.errors import (
     ConflictError,
     FieldError,
     InvalidInputError,
+    UnavailableError,
     config_error_message,
 )
 from api.schemas import DatasetCreate
+from livt_core import checks
 from livt_core.config import DataConfig, errors_from_validation
 from livt_core.errors import ConfigError, DataError
 from livt_service.db import begin_write
@@ -95,14 +97,13 @@ def register_dataset(
                 "path_missing",
             )
 
-    from livt_core.data import build_dataset
-    from livt_core.engine.factories import dataset_kwargs
-
     data = DataConfig.model_validate(
         {**params, "dataset": body.kind, "root": None if root is None else str(root)}
     )
     try:
-        train = build_dataset(body.kind, "train", **dataset_kwargs(data, "train"))
+        [train] = checks.run_checks([checks.dataset(data.model_dump(mode="json"))])
+    except checks.CheckFailed as exc:
+        raise UnavailableError(f"the dataset could not be read: {exc}") from exc
     except ConfigError as exc:
         raise InvalidInputError.single(
             _params_loc(exc.field), config_error_message(exc), "invalid_config"
@@ -120,9 +121,9 @@ def register_dataset(
         kind=body.kind,
         root=str(root) if root is not None else None,
         params=params,
-        classes=list(train.classes),
-        class_counts=[int(c) for c in train.class_counts],
-        num_train=len(train),
+        classes=train["classes"],
+        class_counts=train["class_counts"],
+        num_train=train["num_train"],
     )
     begin_write(session)
     session.add(dataset)

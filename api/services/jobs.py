@@ -35,7 +35,7 @@ from api.errors import (
     field_loc,
 )
 from api.schemas import InitRef, JobSpec, PipelineCreate
-from livt_core import contract
+from livt_core import checks, contract
 from livt_core.config import ConfigErrors, deep_merge, resolve_config
 from livt_core.errors import CheckpointError, ConfigError
 from livt_service import state
@@ -232,10 +232,10 @@ def _check_checkpoint_file(
                 "checkpoint_missing",
             )
         ]
-    from livt_core.checkpoint import extract_model_state, load_checkpoint
-
     try:
-        extract_model_state(load_checkpoint(path))
+        checks.run_checks([checks.checkpoint(str(path))])
+    except checks.CheckFailed as exc:
+        raise UnavailableError(f"the checkpoint {path} could not be checked: {exc}") from exc
     except CheckpointError as exc:
         return None, [
             FieldError(
@@ -354,6 +354,25 @@ def _check_data_root(settings: Settings, config: dict[str, Any], loc: Loc) -> li
     return []
 
 
+def _check_loss_options(config: dict[str, Any], loc: Loc) -> list[FieldError]:
+    """The values of ``loss_kwargs`` are checked by building the loss, in a helper process."""
+    if not config.get("loss_kwargs"):
+        return []
+    request = checks.loss(
+        config["loss"],
+        tau=config["tau"],
+        smoothing=config["smoothing"],
+        options=config["loss_kwargs"],
+    )
+    try:
+        checks.run_checks([request])
+    except checks.CheckFailed as exc:
+        raise UnavailableError(f"the loss settings could not be checked: {exc}") from exc
+    except ConfigError as exc:
+        return [FieldError(field_loc(exc.field, loc), config_error_message(exc), "invalid_config")]
+    return []
+
+
 def build_job(
     session: Session,
     settings: Settings,
@@ -428,6 +447,7 @@ def build_job(
     else:
         config = resolved.model_dump(mode="json")
         errors += _check_data_root(settings, config, loc)
+        errors += _check_loss_options(config, loc)
     if errors:
         raise InvalidInputError(errors)
 

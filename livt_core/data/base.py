@@ -12,6 +12,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
+from livt_core import catalog
 from livt_core.data.longtail import longtail_counts, split_longtail_holdout
 from livt_core.errors import DataError
 from livt_core.registry import Registry
@@ -153,7 +154,7 @@ class DatasetSpec:
     test_probe: Callable[[Path], bool] | None = None
 
 
-DATASETS: Registry[DatasetSpec] = Registry("dataset", "data.dataset")
+DATASETS: Registry[DatasetSpec] = Registry("dataset", "data.dataset", known=catalog.DATASET_NAMES)
 
 
 @dataclass(frozen=True)

@@ -31,8 +31,8 @@ from collections.abc import Sequence
 
 from torch import Tensor
 
-from livt_core.errors import ConfigError
-from livt_core.losses.base import LOSSES, LongTailLoss, loss_options, soft_target_losses
+from livt_core import catalog
+from livt_core.losses.base import LOSSES, LongTailLoss
 from livt_core.losses.binary import (
     BalancedBinaryCrossEntropy,
     BinaryCrossEntropy,
@@ -67,7 +67,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-SOFT_TARGET_LOSSES: frozenset[str] = frozenset(soft_target_losses())
+SOFT_TARGET_LOSSES: frozenset[str] = catalog.SOFT_TARGET_LOSSES
 """Losses that accept soft (Mixup/CutMix) targets ``[N, C]`` as well as hard labels."""
 
 
@@ -97,14 +97,7 @@ def build_loss(
         ConfigError: unknown name, unknown option, or a value the loss does not allow.
     """
     cls = LOSSES.get(name)
-    allowed = loss_options(cls)
-    unknown = sorted(set(kw) - set(allowed))
-    if unknown:
-        raise ConfigError(
-            "loss_kwargs",
-            f"loss {name!r} has no option {', '.join(map(repr, unknown))}",
-            f"its options are: {', '.join(allowed)}" if allowed else "it takes no options",
-        )
+    catalog.check_loss_options(catalog.loss_spec(name), kw)
     loss = cls(class_counts, tau=tau, smoothing=smoothing, **kw)
     logger.debug("built loss %s", loss)
     return loss

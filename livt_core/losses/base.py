@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import abc
 import inspect
-import math
 from collections.abc import Callable, Sequence
 from typing import ClassVar, TypeVar
 
@@ -21,10 +20,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from livt_core import catalog
 from livt_core.errors import ConfigError
 from livt_core.registry import Registry
 
-LOSSES: Registry[type[LongTailLoss]] = Registry("loss", "loss")
+LOSSES: Registry[type[LongTailLoss]] = Registry("loss", "loss", known=catalog.LOSSES)
 
 _L = TypeVar("_L", bound="type[LongTailLoss]")
 
@@ -37,6 +37,17 @@ def register_loss(name: str) -> Callable[[_L], _L]:
 
     def decorator(cls: _L) -> _L:
         cls.name = name
+        spec = catalog.LOSSES.get(name)
+        facts = catalog.LossSpec(
+            name,
+            accepts_soft_targets=cls.accepts_soft_targets,
+            uses_tau=cls.uses_tau,
+            smoothing_rule=cls.smoothing_rule,  # type: ignore[arg-type]
+            needs_positive_counts=cls.needs_positive_counts,
+            options=tuple(loss_options(cls)),
+        )
+        if spec is not None and spec != facts:
+            raise TypeError(f"loss {name!r} differs from livt_core.catalog: {facts} != {spec}")
         LOSSES.add(name, cls)
         return cls
 
@@ -141,32 +152,10 @@ class LongTailLoss(nn.Module, abc.ABC):
         self.register_buffer("class_counts", counts.to(torch.int64), persistent=False)
 
     def _check_tau(self, tau: float) -> None:
-        if not math.isfinite(tau) or tau < 0:
-            raise ConfigError("tau", f"must be a finite number ≥ 0, got {tau}", "set tau=1")
-        if not self.uses_tau and tau != 1.0:
-            users = [n for n in LOSSES.names() if LOSSES.get(n).uses_tau]
-            raise ConfigError(
-                "tau",
-                f"loss {self.name!r} has no prior bias for tau to scale (tau={tau})",
-                f"set tau=1, or choose one of: {', '.join(users)}",
-            )
+        catalog.check_tau(catalog.loss_spec(self.name), tau)
 
     def _check_smoothing(self, smoothing: float) -> None:
-        if not 0.0 <= smoothing <= 1.0:
-            raise ConfigError("smoothing", f"must lie in [0, 1], got {smoothing}", "set 0.1 or 0")
-        if self.smoothing_rule == "none" and smoothing > 0:
-            raise ConfigError(
-                "smoothing",
-                f"loss {self.name!r} defines its own target treatment and does not apply label "
-                f"smoothing (smoothing={smoothing})",
-                "set smoothing=0",
-            )
-        if self.smoothing_rule == "required" and smoothing == 0:
-            raise ConfigError(
-                "smoothing",
-                f"loss {self.name!r} is label-smoothed cross-entropy and needs smoothing > 0",
-                "set smoothing=0.1 (the LiVT default), or use loss 'ce' for plain cross-entropy",
-            )
+        catalog.check_smoothing(catalog.loss_spec(self.name), smoothing)
 
     def prior(self) -> Tensor:
         """Training class prior ``π_c = n_c / Σ n`` as float64 ``[C]``, on the buffers' device."""

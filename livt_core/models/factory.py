@@ -1,5 +1,7 @@
 """The model registry: ``register_model``, ``create_model``, ``list_models``, ``is_mae_model``.
 
+The registry records each model's family (``vit`` or ``mae``) from its class's ``FAMILY``.
+
 A model variant is a small factory function ``name(**overrides) -> ModelClass``. Its return
 annotation names the class it builds; the class lists the settings a caller may override in
 ``OVERRIDABLE``, so that an unknown override fails before anything is built.
@@ -13,12 +15,15 @@ from typing import Any
 
 from torch import nn
 
+from livt_core import catalog
 from livt_core.errors import ConfigError
 from livt_core.registry import Registry
 
 ModelFactory = Callable[..., nn.Module]
 
-MODELS: Registry[ModelFactory] = Registry("model", "model")
+MODELS: Registry[ModelFactory] = Registry("model", "model", known=catalog.MODEL_FAMILIES)
+#: The family of each registered model (``vit`` or ``mae``), as its class declares it.
+FAMILIES: dict[str, str] = {}
 
 
 def _model_class(factory: ModelFactory) -> type[nn.Module]:
@@ -27,18 +32,27 @@ def _model_class(factory: ModelFactory) -> type[nn.Module]:
         inspect.isclass(annotation)
         and issubclass(annotation, nn.Module)
         and hasattr(annotation, "OVERRIDABLE")
+        and hasattr(annotation, "FAMILY")
     ):
         raise TypeError(
             f"model factory {factory.__name__} must be annotated to return a model class "
-            "that defines OVERRIDABLE"
+            "that defines OVERRIDABLE and FAMILY"
         )
     return annotation
 
 
 def register_model(factory: ModelFactory) -> ModelFactory:
-    """Decorator: register ``factory`` under its function name."""
-    _model_class(factory)  # fail at import time, not at the first create_model call
-    return MODELS.register()(factory)
+    """Decorator: register ``factory`` under its function name, with its class's family."""
+    name = factory.__name__
+    family = _model_class(factory).FAMILY  # type: ignore[attr-defined]
+    if catalog.MODEL_FAMILIES.get(name, family) != family:
+        raise TypeError(
+            f"model {name!r} is a {family} model, but livt_core.catalog lists it as "
+            f"{catalog.MODEL_FAMILIES[name]}"
+        )
+    MODELS.register()(factory)
+    FAMILIES[name] = family
+    return factory
 
 
 def create_model(name: str, **overrides: Any) -> nn.Module:
@@ -69,6 +83,5 @@ def list_models() -> list[str]:
 
 def is_mae_model(name: str) -> bool:
     """True for masked-autoencoder (pretraining) models; unknown names raise ConfigError."""
-    from livt_core.models.mae import MaskedAutoencoderViT
-
-    return issubclass(_model_class(MODELS.get(name)), MaskedAutoencoderViT)
+    MODELS.get(name)
+    return FAMILIES[name] == "mae"

@@ -55,6 +55,7 @@ class MaskedAutoencoderViT(nn.Module):
     the predicted pixels ``[N, L, p*p*C]`` for every patch, and the mask ``[N, L]`` (1 = masked).
     """
 
+    FAMILY = "mae"
     OVERRIDABLE = frozenset(
         {
             "img_size",

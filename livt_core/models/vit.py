@@ -98,6 +98,7 @@ class VisionTransformer(nn.Module):
     ``global_pool=False`` the final ``norm`` is applied and token 0 (the class token) → ``head``.
     """
 
+    FAMILY = "vit"
     OVERRIDABLE = frozenset(
         {
             "num_classes",

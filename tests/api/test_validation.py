@@ -291,3 +291,18 @@ def test_evaluate_without_init_is_422(client, user):
 def test_unknown_registered_dataset_is_422(client, user):
     error = _error_at(client, user, {**PRETRAIN, "dataset": "imagenet"}, ["body", "dataset"])
     assert "POST /datasets" in error["msg"]
+
+
+@SQLITE_ONLY
+def test_bad_loss_option_value_is_422_at_submit(client, user, enqueued):
+    spec = {**FINETUNE, "loss": "cb_ce", "mixup": 0, "cutmix": 0, "loss_kwargs": {"beta": 2.0}}
+    error = _error_at(client, user, spec, ["body", "loss_kwargs", "beta"])
+    assert "(0, 1)" in error["msg"] and "0.9999" in error["msg"]
+    assert enqueued == []
+
+
+@SQLITE_ONLY
+def test_unknown_loss_option_is_422_at_submit(client, user, enqueued):
+    spec = {**FINETUNE, "loss": "bal_bce", "loss_kwargs": {"beta": 0.9}}
+    error = _error_at(client, user, spec, ["body", "loss_kwargs"])
+    assert "it takes no options" in error["msg"]
