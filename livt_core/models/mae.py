@@ -20,8 +20,7 @@ from torch import nn
 
 from livt_core.errors import ConfigError
 from livt_core.models.factory import register_model
-from livt_core.models.pos_embed import get_2d_sincos_pos_embed
-from livt_core.models.vit import (
+from livt_core.models.layers import (
     ImgSize,
     LayerNorm,
     check_encoder_geometry,
@@ -29,6 +28,7 @@ from livt_core.models.vit import (
     make_blocks,
     to_pair,
 )
+from livt_core.models.pos_embed import get_2d_sincos_pos_embed
 
 
 def num_kept(num_patches: int, mask_ratio: float) -> int:

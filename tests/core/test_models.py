@@ -458,3 +458,18 @@ def test_transfer_rejects_other_depth(mae_depth, clf_depth, text):
 def test_transfer_rejects_non_state_dict():
     with pytest.raises(CheckpointError, match="not a state dict"):
         load_encoder_into_classifier(create_model("vit_nano_patch4"), {"epoch": 3})
+
+
+def test_forward_features_returns_tokens_as_in_timm():
+    model = create_model("vit_nano_patch4", num_classes=3, img_size=28, in_chans=1).eval()
+    x = torch.randn(2, 1, 28, 28)
+    tokens = model.forward_features(x)
+    assert tokens.shape == (2, 1 + (28 // 4) ** 2, model.cls_token.shape[-1])
+    assert model.forward_head(tokens, pre_logits=True).shape == (2, model.cls_token.shape[-1])
+    torch.testing.assert_close(model.forward_head(tokens), model(x))
+
+
+def test_shared_layers_live_in_their_own_module():
+    from livt_core.models import layers, mae, vit
+
+    assert vit.make_blocks is layers.make_blocks and mae.make_blocks is layers.make_blocks
