@@ -26,6 +26,7 @@ from api.schemas import DatasetCreate
 from api.settings import Settings
 from livt_core.config import DataConfig, errors_from_validation
 from livt_core.errors import ConfigError, DataError
+from livt_core.paths import confine_config_paths
 
 logger = logging.getLogger(__name__)
 
@@ -91,9 +92,19 @@ def register_dataset(
         if not root.is_dir():
             raise InvalidInputError.single(
                 ("body", "root"),
-                f"{root} is not a folder; set root to the folder holding the dataset",
+                "is not a folder; set root to the folder holding the dataset, inside a data root",
                 "path_missing",
             )
+    try:
+        confine_config_paths(
+            DataConfig,
+            {**params, "root": None if root is None else str(root)},
+            settings.path_policy(),
+        )
+    except ConfigError as exc:
+        raise InvalidInputError.single(
+            _params_loc(exc.field), config_error_message(exc), "path_outside_roots"
+        ) from None
 
     from livt_core.data import build_dataset
     from livt_core.engine.factories import dataset_kwargs
@@ -102,7 +113,11 @@ def register_dataset(
         {**params, "dataset": body.kind, "root": None if root is None else str(root)}
     )
     try:
-        train = build_dataset(body.kind, "train", **dataset_kwargs(data, "train"))
+        train = build_dataset(
+            body.kind,
+            "train",
+            **dataset_kwargs(data, "train", allowed_roots=settings.data_roots),
+        )
     except ConfigError as exc:
         raise InvalidInputError.single(
             _params_loc(exc.field), config_error_message(exc), "invalid_config"
