@@ -11,6 +11,7 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    Strict,
     Tag,
     field_validator,
     model_validator,
@@ -24,10 +25,16 @@ from livt_core.contract import (
 )
 from livt_core.contract import JobStatus as JobStatus
 from livt_core.contract import Kind as JobKind
+from livt_core.paths import PathStr, SafeStr
 from livt_service import models
 
 _QUEUE_PATTERN = r"^[A-Za-z0-9._-]{1,100}$"
 _NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,99}$"
+#: Ids in URLs and bodies (``j_...``, ``p_...``) and artifact names: no NUL, no slash.
+ID_PATTERN = r"^[A-Za-z0-9_-]{1,100}$"
+ARTIFACT_NAME_PATTERN = r"^[A-Za-z0-9._-]{1,200}$"
+#: Most processes one job may ask for (a site's real limit is LIVT_MAX_GPUS / its workers).
+MAX_GPUS = 1_024
 
 
 def _invalid(message: str) -> PydanticCustomError:
@@ -43,8 +50,13 @@ class Resources(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    gpus: int = Field(1, description="processes (GPUs) the run uses")
-    queue: str | None = Field(None, description="Celery queue; default LIVT_DEFAULT_QUEUE")
+    gpus: Annotated[int, Strict()] = Field(
+        1,
+        le=MAX_GPUS,
+        description="processes (GPUs) the run uses; at most what a worker of the queue offers "
+        "(LIVT_MAX_GPUS without one)",
+    )
+    queue: SafeStr | None = Field(None, description="Celery queue; default LIVT_DEFAULT_QUEUE")
 
     @field_validator("gpus")
     @classmethod
@@ -68,8 +80,10 @@ class InitRef(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    job: str | None = Field(None, description="id of a succeeded pretrain or finetune job")
-    checkpoint: str | None = Field(None, description="checkpoint path inside the data roots")
+    job: str | None = Field(
+        None, pattern=ID_PATTERN, description="id of a succeeded pretrain or finetune job"
+    )
+    checkpoint: PathStr | None = Field(None, description="checkpoint path inside the data roots")
 
     @model_validator(mode="after")
     def _exactly_one(self) -> InitRef:
@@ -82,15 +96,19 @@ class _JobSpecBase(BaseModel):
     """Service fields of a job spec; every other key is a run field of the ``livt_core`` config
     of that kind (``model``, ``epochs``, ``blr``, ``loss``, ``data`` ...)."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
 
-    name: str | None = Field(None, max_length=200, description="a label for people")
-    preset: str | None = Field(None, description="per-dataset defaults, see GET /presets")
-    idempotency_key: str | None = Field(
+    name: SafeStr | None = Field(None, max_length=200, description="a label for people")
+    preset: SafeStr | None = Field(
+        None, max_length=100, description="per-dataset defaults, see GET /presets"
+    )
+    idempotency_key: SafeStr | None = Field(
         None, min_length=1, max_length=200, description="repeating it returns the existing job"
     )
     resources: Resources = Field(default_factory=Resources)
-    dataset: str | None = Field(None, description="a registered dataset; fills data.*")
+    dataset: SafeStr | None = Field(
+        None, max_length=100, description="a registered dataset; fills data.*"
+    )
 
     def run_fields(self) -> dict[str, Any]:
         """The keys that are not service fields: overrides of the run config."""
@@ -192,7 +210,7 @@ class PipelineCreate(BaseModel):
         },
     )
 
-    name: str | None = Field(None, max_length=200)
+    name: SafeStr | None = Field(None, max_length=200)
     stages: list[JobCreate] = Field(min_length=1, max_length=20)
 
 
@@ -378,9 +396,14 @@ class DatasetCreate(BaseModel):
     )
 
     name: str = Field(pattern=_NAME_PATTERN, description="lowercase letters, digits, . _ -")
-    kind: str = Field(description="a dataset type of livt_core.data (e.g. imagefolder)")
-    root: str | None = Field(None, description="folder inside the data roots; None = bundled")
-    params: dict[str, Any] = Field(default_factory=dict)
+    kind: SafeStr = Field(
+        max_length=100, description="a dataset type of livt_core.data (e.g. imagefolder)"
+    )
+    root: PathStr | None = Field(None, description="folder inside the data roots; None = bundled")
+    params: dict[str, Any] = Field(
+        default_factory=dict,
+        description="data.* settings; split files (train_split, ...) are relative to root",
+    )
 
 
 class ShotGroups(BaseModel):

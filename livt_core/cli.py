@@ -16,6 +16,7 @@ import logging
 import os
 import sys
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
@@ -37,6 +38,7 @@ from livt_core.distributed import env_rank
 from livt_core.engine import RunResult, failure_reason, run
 from livt_core.errors import ConfigError
 from livt_core.events import Callback, CallbackList, JsonlEventWriter, StopFile
+from livt_core.paths import PathPolicy
 
 logger = logging.getLogger(__name__)
 
@@ -131,6 +133,23 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stop-file", metavar="FILE", help="stop the run once FILE exists")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument(
+        "--data-root",
+        dest="data_roots",
+        action="append",
+        default=None,
+        metavar="DIR",
+        help="confine every path of the config and every dataset file to these folders "
+        "(repeatable; the job service passes its data roots). Default: no confinement",
+    )
+    parser.add_argument(
+        "--checkpoint-root",
+        dest="checkpoint_roots",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="with --data-root: a further folder checkpoints (init, checkpoint) may come from",
+    )
+    parser.add_argument(
         "--print-config", action="store_true", help="print the resolved config and exit"
     )
     parser.add_argument(
@@ -179,6 +198,14 @@ def build_config(args: argparse.Namespace) -> Any:
     preset = args.preset or file_preset
     values = deep_merge(values, parse_overrides(args.overrides))
     return resolve_config(args.kind, preset, values)
+
+
+def _path_policy(args: argparse.Namespace) -> PathPolicy | None:
+    if not args.data_roots:
+        return None
+    return PathPolicy(
+        tuple(Path(p) for p in args.data_roots), tuple(Path(p) for p in args.checkpoint_roots)
+    )
 
 
 def _resume_arg(value: str) -> str | None:
@@ -272,6 +299,7 @@ def train_command(args: argparse.Namespace) -> int:
                 output_dir,
                 callbacks=CallbackList(callbacks),
                 resume=_resume_arg(args.resume),
+                paths=_path_policy(args),
             )
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

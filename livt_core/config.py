@@ -17,12 +17,38 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Strict,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from livt_core import catalog
 from livt_core.contract import KINDS
 from livt_core.errors import ConfigError, LivtError
+from livt_core.limits import (
+    MAX_ACCUM_ITER,
+    MAX_BATCH_SIZE,
+    MAX_CHANNELS,
+    MAX_EFFECTIVE_BATCH,
+    MAX_EPOCHS,
+    MAX_IMAGES,
+    MAX_IMBALANCE,
+    MAX_IMG_SIZE,
+    MAX_LT_SEED,
+    MAX_NUM_WORKERS,
+    MAX_SEED,
+    MAX_STEPS,
+    MAX_THREADS,
+    MODEL_KWARG_BOUNDS,
+)
+from livt_core.paths import PathStr, SafeStr, unsafe_json_values
 
 
 class ConfigErrors(LivtError, ValueError):
@@ -44,30 +70,103 @@ def _fail(message: str, field: str | None = None) -> PydanticCustomError:
     return PydanticCustomError("livt_config", message, {"field": field} if field else None)
 
 
+def _not_bool(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise PydanticCustomError("float_type", "must be a number, not true/false; use a number")
+    return value
+
+
+#: Whole numbers only: ``true`` or ``1.0`` are refused rather than read as 1.
+StrictInt = Annotated[int, Strict()]
+#: A finite number (``allow_inf_nan=False`` of the models), never a boolean.
+Number = Annotated[float, BeforeValidator(_not_bool)]
+
+Epochs = Annotated[
+    StrictInt,
+    Field(le=MAX_EPOCHS, description="training epochs (≤ 10,000; the paper's longest is 800)"),
+]
+WarmupEpochs = Annotated[
+    Number,
+    Field(le=MAX_EPOCHS, description="linear warmup epochs (≤ 10,000, like epochs)"),
+]
+BatchSize = Annotated[
+    StrictInt,
+    Field(le=MAX_BATCH_SIZE, description="images per device per step (≤ 16,384)"),
+]
+Seed = Annotated[
+    StrictInt,
+    Field(
+        ge=0,
+        le=MAX_SEED,
+        description="random seed in [0, 2^31 - 1] (the run adds 1000 × epoch + rank to it and "
+        "numpy seeds are 32-bit)",
+    ),
+]
+Threads = Annotated[
+    StrictInt | None,
+    Field(
+        description="torch intra-op threads of each training process (≤ 1,024); None = "
+        "torch's default (one per core)",
+    ),
+]
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+    model_config = ConfigDict(
+        extra="forbid", validate_assignment=True, protected_namespaces=(), allow_inf_nan=False
+    )
 
 
 class DataConfig(_Strict):
     """Where the images come from and how they are sampled into a long-tailed set."""
 
-    dataset: str = Field("fashion-mnist-lt", description="data set kind (see `livt_core.data`)")
-    root: str | None = Field(None, description="data folder; None = the bundled demo subset")
-    img_size: int = Field(224, description="input resolution in pixels")
-    in_chans: int | None = Field(None, description="image channels; None = the data set's own")
-    imbalance_factor: float = Field(100.0, description="γ = n_max / n_min for the *-lt sets")
-    profile: Literal["exp", "step"] = "exp"
-    n_max: int | None = Field(
-        None, description="images of the largest class; None = the data set's default"
+    dataset: SafeStr = Field("fashion-mnist-lt", description="data set kind (see `livt_core.data`)")
+    root: PathStr | None = Field(None, description="data folder; None = the bundled demo subset")
+    img_size: StrictInt = Field(
+        224,
+        le=MAX_IMG_SIZE,
+        description="input resolution in pixels (8-2,048: a ViT-B/16 at 2,048 px has 16k "
+        "tokens, beyond one GPU's memory)",
     )
-    lt_seed: int = Field(0, description="seed of the shuffle that picks the LT subset")
-    val_per_class: int | None = Field(None, description="held-out validation images per class")
-    train_split: str | None = Field(None, description="split file for `splitfile` data sets")
-    val_split: str | None = None
-    test_split: str | None = None
-    mean: tuple[float, ...] | None = Field(None, description="None = the data set's statistics")
-    std: tuple[float, ...] | None = None
-    num_workers: int = Field(4, description="DataLoader worker processes per rank")
+    in_chans: StrictInt | None = Field(
+        None, ge=1, le=MAX_CHANNELS, description="image channels (1-16); None = the data set's own"
+    )
+    imbalance_factor: Number = Field(
+        100.0,
+        le=MAX_IMBALANCE,
+        description="γ = n_max / n_min for the *-lt sets (1-10^6; the literature uses 10-500)",
+    )
+    profile: Literal["exp", "step"] = "exp"
+    n_max: StrictInt | None = Field(
+        None,
+        le=MAX_IMAGES,
+        description="images of the largest class (≤ 10^8); None = the data set's default",
+    )
+    lt_seed: StrictInt = Field(
+        0,
+        ge=0,
+        le=MAX_LT_SEED,
+        description="seed of the shuffle that picks the LT subset, in [0, 2^32 - 1] (numpy's "
+        "RandomState range)",
+    )
+    val_per_class: StrictInt | None = Field(
+        None, le=MAX_IMAGES, description="held-out validation images per class (≤ 10^8)"
+    )
+    train_split: PathStr | None = Field(
+        None, description="split file for `splitfile` data sets, relative to root"
+    )
+    val_split: PathStr | None = Field(None, description="validation split file, relative to root")
+    test_split: PathStr | None = Field(None, description="test split file, relative to root")
+    mean: tuple[Number, ...] | None = Field(
+        None, max_length=MAX_CHANNELS, description="None = the data set's statistics"
+    )
+    std: tuple[Number, ...] | None = Field(None, max_length=MAX_CHANNELS)
+    num_workers: StrictInt = Field(
+        4,
+        le=MAX_NUM_WORKERS,
+        description="DataLoader worker processes per rank (0-256: more than any one machine's "
+        "cores)",
+    )
 
     @field_validator("img_size")
     @classmethod
@@ -105,6 +204,13 @@ class DataConfig(_Strict):
             raise _fail(f"unknown data set {v!r}; use one of: {', '.join(names)}")
         return v
 
+    @field_validator("std")
+    @classmethod
+    def _std_positive(cls, v: tuple[float, ...] | None) -> tuple[float, ...] | None:
+        if v is not None and not all(s > 0 for s in v):
+            raise _fail("every std value must be > 0 (images are divided by it)")
+        return v
+
     @model_validator(mode="after")
     def _mean_std(self) -> DataConfig:
         if (self.mean is None) != (self.std is None):
@@ -138,6 +244,39 @@ def _check_threads(v: int | None) -> int | None:
         raise _fail(
             "must be a positive integer; set threads to 1 or more, or null for torch's default"
         )
+    if v is not None and v > MAX_THREADS:
+        raise _fail(f"must be at most {MAX_THREADS}; set threads to the machine's core count")
+    return v
+
+
+def _check_json_values(v: dict[str, Any]) -> dict[str, Any]:
+    """Free-form settings (model_kwargs, loss_kwargs): no NUL characters, no NaN / Infinity."""
+    for loc, message in unsafe_json_values(v):
+        raise _fail(message, ".".join(str(p) for p in loc))
+    return v
+
+
+def _check_model_kwargs(v: dict[str, Any]) -> dict[str, Any]:
+    _check_json_values(v)
+    for key, (low, high) in MODEL_KWARG_BOUNDS.items():
+        if key not in v:
+            continue
+        value = v[key]
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _fail(f"must be a whole number; set model_kwargs.{key} to e.g. 12", key)
+        if not low <= value <= high:
+            raise _fail(
+                f"must lie in [{low}, {high}] (larger models do not fit a GPU); "
+                f"set model_kwargs.{key} accordingly",
+                key,
+            )
+    mlp_ratio = v.get("mlp_ratio")
+    if mlp_ratio is not None and (
+        isinstance(mlp_ratio, bool)
+        or not isinstance(mlp_ratio, int | float)
+        or not 0 < mlp_ratio <= 16
+    ):
+        raise _fail("must be a number in (0, 16]; the ViTs use mlp_ratio=4", "mlp_ratio")
     return v
 
 
@@ -146,31 +285,42 @@ class _TrainBase(_Strict):
 
     data: DataConfig = Field(default_factory=DataConfig)
     model_kwargs: dict[str, Any] = Field(
-        default_factory=dict, description="extra create_model overrides (depth, embed_dim, ...)"
+        default_factory=dict,
+        description="extra create_model overrides (depth ≤ 64, embed_dim ≤ 8,192, num_heads ≤ "
+        "128, ...: ViT-G is 48 deep and 1,664 wide)",
     )
-    epochs: int = 100
-    warmup_epochs: float = 10.0
-    batch_size: int = Field(64, description="images per device per step")
-    accum_iter: int = Field(1, description="gradient accumulation steps")
-    effective_batch_size: int | None = Field(
+    epochs: Epochs = 100
+    warmup_epochs: WarmupEpochs = 10.0
+    batch_size: BatchSize = 64
+    accum_iter: StrictInt = Field(
+        1,
+        le=MAX_ACCUM_ITER,
+        description="gradient accumulation steps (≤ 4,096: the paper's 4,096 batch from one "
+        "image per step)",
+    )
+    effective_batch_size: StrictInt | None = Field(
         None,
-        description="if set, accum_iter = effective_batch_size / (batch_size × world size)",
+        le=MAX_EFFECTIVE_BATCH,
+        description="if set, accum_iter = effective_batch_size / (batch_size × world size); ≤ 2^20",
     )
-    blr: float = Field(1e-3, description="base lr; lr = blr × effective batch / 256")
-    lr: float | None = Field(None, description="absolute lr; overrides blr when set")
-    min_lr: float = 0.0
-    weight_decay: float = 0.05
-    betas: tuple[float, float] = (0.9, 0.999)
-    clip_grad: float | None = Field(None, description="max gradient norm; None = no clipping")
+    blr: Number = Field(1e-3, description="base lr; lr = blr × effective batch / 256")
+    lr: Number | None = Field(None, description="absolute lr; overrides blr when set")
+    min_lr: Number = 0.0
+    weight_decay: Number = 0.05
+    betas: tuple[Number, Number] = (0.9, 0.999)
+    clip_grad: Number | None = Field(None, description="max gradient norm; None = no clipping")
     amp: Literal["auto", "bf16", "fp16", "off"] = "auto"
-    device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
-    threads: int | None = Field(
-        None,
-        description="torch intra-op threads of each training process; None = torch's default "
-        "(one per core)",
+    device: SafeStr = Field("auto", description="auto, cpu, cuda or cuda:N")
+    threads: Threads = None
+    seed: Seed = 0
+    max_steps_per_epoch: StrictInt | None = Field(
+        None, le=MAX_STEPS, description="cap on steps per epoch (smoke runs; ≤ 10^8)"
     )
-    seed: int = 0
-    max_steps_per_epoch: int | None = Field(None, description="cap on steps per epoch (smoke runs)")
+
+    @field_validator("model_kwargs")
+    @classmethod
+    def _model_kwargs(cls, v: dict[str, Any]) -> dict[str, Any]:
+        return _check_model_kwargs(v)
 
     @field_validator("threads")
     @classmethod
@@ -242,15 +392,15 @@ class PretrainConfig(_TrainBase):
     """MGP: masked generative pretraining (MAE) on the long-tailed training set."""
 
     kind: Literal["pretrain"] = "pretrain"
-    model: str = "mae_vit_base_patch16"
-    mask_ratio: float = 0.75
+    model: SafeStr = "mae_vit_base_patch16"
+    mask_ratio: Number = 0.75
     norm_pix_loss: bool = True
-    epochs: int = 800
-    warmup_epochs: float = 40.0
-    blr: float = 1.5e-4
-    betas: tuple[float, float] = (0.9, 0.95)
-    weight_decay: float = 0.05
-    min_lr: float = 0.0
+    epochs: Epochs = 800
+    warmup_epochs: WarmupEpochs = 40.0
+    blr: Number = 1.5e-4
+    betas: tuple[Number, Number] = (0.9, 0.95)
+    weight_decay: Number = 0.05
+    min_lr: Number = 0.0
 
     @field_validator("model")
     @classmethod
@@ -269,37 +419,42 @@ class FinetuneConfig(_TrainBase):
     """BFT: balanced fine-tuning of a ViT classifier, by default with the Bal-BCE loss."""
 
     kind: Literal["finetune"] = "finetune"
-    model: str = "vit_base_patch16"
-    init: str | None = Field(None, description="MGP (or classifier) checkpoint to start from")
+    model: SafeStr = "vit_base_patch16"
+    init: PathStr | None = Field(None, description="MGP (or classifier) checkpoint to start from")
     global_pool: bool = Field(True, description="mean of patch tokens → fc_norm → head")
-    drop_path: float = 0.1
-    layer_decay: float = 0.75
-    loss: str = "bal_bce"
-    tau: float = Field(1.0, description="τ of Bal-BCE / Bal-CE")
+    drop_path: Number = 0.1
+    layer_decay: Number = 0.75
+    loss: SafeStr = "bal_bce"
+    tau: Number = Field(1.0, description="τ of Bal-BCE / Bal-CE")
     loss_kwargs: dict[str, Any] = Field(default_factory=dict)
-    smoothing: float = 0.1
-    mixup: float = 0.8
-    cutmix: float = 1.0
-    mixup_prob: float = 1.0
-    mixup_switch_prob: float = 0.5
-    crop_scale: tuple[float, float] = Field(
+    smoothing: Number = 0.1
+    mixup: Number = 0.8
+    cutmix: Number = 1.0
+    mixup_prob: Number = 1.0
+    mixup_switch_prob: Number = 0.5
+    crop_scale: tuple[Number, Number] = Field(
         (0.08, 1.0), description="area range of the random resized crop (timm's --scale)"
     )
-    auto_augment: str | None = "rand-m9-mstd0.5-inc1"
-    reprob: float = 0.25
+    auto_augment: SafeStr | None = "rand-m9-mstd0.5-inc1"
+    reprob: Number = 0.25
     remode: Literal["pixel", "rand", "const"] = "pixel"
-    epochs: int = 100
-    warmup_epochs: float = 10.0
-    blr: float = 1e-3
-    min_lr: float = 1e-6
-    betas: tuple[float, float] = (0.9, 0.99)
-    weight_decay: float = 0.05
-    eval_batch_size: int | None = None
+    epochs: Epochs = 100
+    warmup_epochs: WarmupEpochs = 10.0
+    blr: Number = 1e-3
+    min_lr: Number = 1e-6
+    betas: tuple[Number, Number] = (0.9, 0.99)
+    weight_decay: Number = 0.05
+    eval_batch_size: BatchSize | None = None
 
     @field_validator("model")
     @classmethod
     def _model(cls, v: str) -> str:
         return _check_model(v, mae=False, kind="finetune")
+
+    @field_validator("loss_kwargs")
+    @classmethod
+    def _loss_kwargs(cls, v: dict[str, Any]) -> dict[str, Any]:
+        return _check_json_values(v)
 
     @field_validator("loss")
     @classmethod
@@ -380,20 +535,23 @@ class EvaluateConfig(_Strict):
 
     kind: Literal["evaluate"] = "evaluate"
     data: DataConfig = Field(default_factory=DataConfig)
-    model: str = "vit_base_patch16"
-    model_kwargs: dict[str, Any] = Field(default_factory=dict)
-    global_pool: bool = True
-    checkpoint: str | None = Field(None, description="classifier checkpoint to evaluate")
-    split: Literal["val", "test"] = "test"
-    batch_size: int = 128
-    amp: Literal["auto", "bf16", "fp16", "off"] = "auto"
-    device: str = "auto"
-    threads: int | None = Field(
-        None,
-        description="torch intra-op threads of each training process; None = torch's default "
-        "(one per core)",
+    model: SafeStr = "vit_base_patch16"
+    model_kwargs: dict[str, Any] = Field(
+        default_factory=dict, description="create_model overrides, bounded as in training"
     )
-    seed: int = 0
+    global_pool: bool = True
+    checkpoint: PathStr | None = Field(None, description="classifier checkpoint to evaluate")
+    split: Literal["val", "test"] = "test"
+    batch_size: BatchSize = 128
+    amp: Literal["auto", "bf16", "fp16", "off"] = "auto"
+    device: SafeStr = "auto"
+    threads: Threads = None
+    seed: Seed = 0
+
+    @field_validator("model_kwargs")
+    @classmethod
+    def _model_kwargs(cls, v: dict[str, Any]) -> dict[str, Any]:
+        return _check_model_kwargs(v)
 
     @field_validator("model")
     @classmethod
@@ -468,6 +626,32 @@ def _loc_to_field(loc: Sequence[Any]) -> str:
     return ".".join(parts) or "config"
 
 
+#: Fixes for pydantic's own messages, which say what is wrong but not what to do.
+_PYDANTIC_FIXES = {
+    "less_than_equal": "set {field} to {le} or less",
+    "less_than": "set {field} below {lt}",
+    "greater_than_equal": "set {field} to {ge} or more",
+    "greater_than": "set {field} above {gt}",
+    "int_type": "write a whole number such as 1 (not true/false, 1.0 or a string)",
+    "int_from_float": "write a whole number such as 1",
+    "int_parsing": "write a whole number such as 1",
+    "float_type": "write a number such as 0.001 (not true/false)",
+    "float_parsing": "write a number such as 0.001",
+    "finite_number": "write a finite number (NaN and Infinity are not accepted)",
+    "string_type": "write a string",
+    "string_nul": "remove the NUL character",
+    "string_too_long": "shorten {field} to {max_length} characters",
+    "string_too_short": "set {field} to a non-empty value",
+    "too_long": "give at most {max_length} values",
+    "literal_error": "use one of: {expected}",
+    "bool_type": "write true or false",
+    "bool_parsing": "write true or false",
+    "dict_type": "write an object",
+    "tuple_type": "write a list",
+    "list_type": "write a list",
+}
+
+
 def errors_from_validation(exc: ValidationError, prefix: str = "") -> list[ConfigError]:
     """Turns a pydantic ValidationError into ConfigErrors that name the field and the fix."""
     out = []
@@ -487,8 +671,11 @@ def errors_from_validation(exc: ValidationError, prefix: str = "") -> list[Confi
         elif kind == "missing":
             msg = "is required"
             fix = "set it"
-        elif kind not in ("livt_config",):
-            fix = None
+        elif kind in _PYDANTIC_FIXES:
+            try:
+                fix = _PYDANTIC_FIXES[kind].format(**{**(err.get("ctx") or {}), "field": field})
+            except (KeyError, IndexError):
+                fix = None
         out.append(ConfigError(field, msg, fix))
     return out
 

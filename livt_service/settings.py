@@ -17,7 +17,8 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from livt_core.errors import ConfigError
+from livt_core.limits import MAX_BATCH_SIZE, MAX_EPOCHS, MAX_IMG_SIZE, MAX_NUM_WORKERS
+from livt_core.paths import PathPolicy, confine_path
 
 Mode = Literal["embedded", "production"]
 
@@ -47,6 +48,20 @@ class Settings(BaseSettings):
         description="comma-separated folders every user-given path must resolve inside"
     )
     max_gpus: int = Field(1, ge=1, description="most GPUs a job may ask for without a worker")
+    # Site limits on run settings, below the library's own bounds (livt_core.config.MAX_*):
+    # what this site's machines and queue can take from one job.
+    max_epochs: int = Field(
+        2_000, ge=1, le=MAX_EPOCHS, description="most epochs a job may train (the paper: 800)"
+    )
+    max_img_size: int = Field(
+        1_024, ge=8, le=MAX_IMG_SIZE, description="largest data.img_size in pixels"
+    )
+    max_batch_size: int = Field(
+        4_096, ge=1, le=MAX_BATCH_SIZE, description="largest per-device batch_size"
+    )
+    max_data_workers: int = Field(
+        32, ge=0, le=MAX_NUM_WORKERS, description="most data.num_workers per training process"
+    )
     default_queue: str = Field("default", min_length=1)
     heartbeat_seconds: float = Field(5.0, gt=0)
     worker_lost_seconds: float = Field(60.0, gt=0)
@@ -113,30 +128,19 @@ class Settings(BaseSettings):
         """``<artifact_dir>/<job id>``: where a job's run writes its files."""
         return self.artifact_dir / job_id
 
+    def path_policy(self, *checkpoint_roots: Path) -> PathPolicy:
+        """Where user paths may point: the data roots, plus ``checkpoint_roots`` for
+        checkpoints (e.g. the artifact folder of the job a run starts from)."""
+        return PathPolicy(tuple(self.data_roots), tuple(checkpoint_roots))
+
     def resolve_user_path(self, path: str | Path, *, field: str = "path") -> Path:
         """Resolves a user-given path (symlinks too) and checks it lies inside a data root.
 
         A relative path is taken relative to the first data root that holds it (else the first
-        root). Raises :class:`ConfigError` naming ``field`` when the result is outside every root.
+        root). Raises :class:`~livt_core.paths.PathOutsideRootsError` naming ``field`` when the
+        result is outside every root (see :func:`livt_core.paths.confine_path`).
         """
-        raw = Path(path).expanduser()
-        if raw.is_absolute():
-            resolved = raw.resolve()
-        else:
-            candidates = [(root / raw).resolve() for root in self.data_roots]
-            resolved = next(
-                (c for c in candidates if c.exists()),
-                candidates[0] if candidates else raw.resolve(),
-            )
-        for root in self.data_roots:
-            if resolved == root or resolved.is_relative_to(root):
-                return resolved
-        roots = ", ".join(str(r) for r in self.data_roots) or "(none configured)"
-        raise ConfigError(
-            field,
-            f"{str(path)!r} resolves to {resolved}, which is outside the data roots",
-            f"use a path inside one of: {roots} (or add its folder to LIVT_DATA_ROOTS)",
-        )
+        return confine_path(path, self.data_roots, field=field)
 
 
 @lru_cache(maxsize=1)

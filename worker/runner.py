@@ -34,7 +34,9 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from livt_core import contract
 from livt_core.events import read_events
+from livt_core.paths import PathPolicy
 from livt_service import state
+from livt_service.settings import get_settings
 from livt_service.state import ClaimedJob, Finish, FlushBatch, LogRecord
 
 logger = logging.getLogger(__name__)
@@ -69,6 +71,14 @@ _LAUNCHER = (
 )
 
 
+def default_path_policy() -> PathPolicy:
+    """This worker's roots, which the run confines its paths to right before opening them
+    (``--data-root``): data inside ``LIVT_DATA_ROOTS``; checkpoints also inside the artifact
+    folder (a run may start from another job's checkpoint)."""
+    settings = get_settings()
+    return settings.path_policy(settings.artifact_dir)
+
+
 def spawn_tied_to_parent(
     argv: Sequence[str], *, death_signal: int = signal.SIGKILL, **popen_kwargs: Any
 ) -> subprocess.Popen:
@@ -80,8 +90,11 @@ def spawn_tied_to_parent(
     return subprocess.Popen(launcher + list(argv), **popen_kwargs)
 
 
-def training_command(job: ClaimedJob, run_dir: Path, nproc: int) -> list[str]:
-    """The child's command line: one process, or ``nproc`` under ``torch.distributed.run``."""
+def training_command(
+    job: ClaimedJob, run_dir: Path, nproc: int, paths: PathPolicy | None = None
+) -> list[str]:
+    """The child's command line: one process, or ``nproc`` under ``torch.distributed.run``;
+    with ``paths``, the run confines its paths and dataset files to those roots."""
     train = [
         "-m",
         "livt_core",
@@ -99,6 +112,11 @@ def training_command(job: ClaimedJob, run_dir: Path, nproc: int) -> list[str]:
         "auto",
         "--no-progress",
     ]
+    if paths is not None:
+        for root in paths.data_roots:
+            train += ["--data-root", str(root)]
+        for root in paths.checkpoint_roots:
+            train += ["--checkpoint-root", str(root)]
     if nproc <= 1:
         return [sys.executable, *train]
     return [
@@ -179,8 +197,10 @@ class JobRunner:
         devices: Sequence[str] | None = None,
         heartbeat_seconds: float = 5.0,
         enqueue: Callable[[str, str], None] | None = None,
+        paths: PathPolicy | None = None,
     ) -> None:
         self.job = job
+        self.paths = paths if paths is not None else default_path_policy()
         self.run_dir = Path(job.artifact_dir)
         self.shutdown = shutdown or threading.Event()
         self.devices = list(devices) if devices is not None else None
@@ -248,7 +268,7 @@ class JobRunner:
 
     def _launch(self) -> subprocess.Popen:
         nproc = self._nproc()
-        argv = training_command(self.job, self.run_dir, nproc)
+        argv = training_command(self.job, self.run_dir, nproc, self.paths)
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         if self.devices is not None:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(self.devices)

@@ -11,7 +11,10 @@ from fastapi import APIRouter, Body, Header, Path, Query, Request, Response, sta
 from fastapi.responses import FileResponse, StreamingResponse
 
 from api.deps import CurrentUser, EnqueueDep, SessionDep, SettingsDep
+from api.errors import InvalidInputError
 from api.schemas import (
+    ARTIFACT_NAME_PATTERN,
+    ID_PATTERN,
     ArtifactList,
     ArtifactPublic,
     JobCreate,
@@ -29,7 +32,9 @@ from api.services import jobs as service
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
-JobId = Annotated[str, Path(description="a job id, j_...")]
+JobId = Annotated[str, Path(description="a job id, j_...", pattern=ID_PATTERN)]
+#: Log line numbers are 32-bit in the database.
+MAX_SEQ = 2**31 - 1
 _VALIDATION = {422: {"description": "invalid input: each entry names the field and the fix"}}
 _NOT_FOUND = {404: {"description": "no such job, or not yours"}}
 
@@ -125,7 +130,7 @@ def job_logs(
     job_id: JobId,
     session: SessionDep,
     user: CurrentUser,
-    offset: Annotated[int, Query(ge=0, description="first seq to return")] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_SEQ, description="first seq to return")] = 0,
     limit: Annotated[int, Query(ge=1, le=5000)] = 500,
 ) -> LogPage:
     """Log lines from ``offset``; go on from ``next_offset`` until ``finished``."""
@@ -137,6 +142,20 @@ def job_logs(
         next_offset=lines[-1].seq + 1 if lines else offset,
         finished=finished,
     )
+
+
+def _resume_offset(last_event_id: str | None) -> int | None:
+    """The offset after ``Last-Event-ID`` (None when absent); 422 unless it is a seq."""
+    if last_event_id is None or not last_event_id.strip():
+        return None
+    text = last_event_id.strip()
+    if not (text.isascii() and text.isdigit()) or int(text) >= MAX_SEQ:
+        raise InvalidInputError.single(
+            ("header", "last-event-id"),
+            f"must be the id of a log line received before, an integer in [0, {MAX_SEQ - 1}]; "
+            "send the id: of the last event, or no Last-Event-ID to start at offset",
+        )
+    return int(text) + 1
 
 
 def _sse(line: dict[str, Any]) -> str:
@@ -160,17 +179,21 @@ async def stream_logs(
     session: SessionDep,
     settings: SettingsDep,
     user: CurrentUser,
-    offset: Annotated[int, Query(ge=0)] = 0,
-    last_event_id: Annotated[str | None, Header()] = None,
+    offset: Annotated[int, Query(ge=0, le=MAX_SEQ)] = 0,
+    last_event_id: Annotated[
+        str | None,
+        Header(max_length=20, description="seq of the last line received (sent on reconnect)"),
+    ] = None,
 ) -> Response:
     """Server-Sent Events: one ``data:`` JSON line per log line (``id:`` is its seq), ending
     when the job is finished. A reconnect (``Last-Event-ID``) resumes after the last line."""
+    resume_from = _resume_offset(last_event_id)
     await anyio.to_thread.run_sync(service.get_job, session, user, job_id)
     # The request's session must not stay open for the length of the stream (on SQLite an open
     # transaction would hold the write lock): each poll below uses a short session of its own.
     await anyio.to_thread.run_sync(session.close)
-    if last_event_id is not None and last_event_id.isdigit():
-        offset = max(offset, int(last_event_id) + 1)
+    if resume_from is not None:
+        offset = max(offset, resume_from)
     factory = request.app.state.sessionmaker
 
     def fetch(start: int) -> tuple[list[dict[str, Any]], bool]:
@@ -237,7 +260,11 @@ def job_artifacts(
     responses={200: {"content": {"application/octet-stream": {}}}, **_NOT_FOUND},
 )
 def download_artifact(
-    *, job_id: JobId, name: str, session: SessionDep, user: CurrentUser
+    *,
+    job_id: JobId,
+    name: Annotated[str, Path(pattern=ARTIFACT_NAME_PATTERN, description="an artifact name")],
+    session: SessionDep,
+    user: CurrentUser,
 ) -> FileResponse:
     path = service.artifact_file(session, user, job_id, name)
     return FileResponse(path, filename=name, media_type="application/octet-stream")

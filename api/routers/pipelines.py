@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, status
 
 from api.deps import CurrentUser, EnqueueDep, SessionDep, SettingsDep
-from api.schemas import JobPublic, PipelineCreate, PipelinePublic
+from api.schemas import ID_PATTERN, JobPublic, PipelineCreate, PipelinePublic
 from api.services import jobs as service
 from livt_service.models import Pipeline
 
@@ -42,7 +42,7 @@ def create_pipeline(
 @router.get("/{pipeline_id}", response_model=PipelinePublic, responses={404: {}})
 def get_pipeline(
     *,
-    pipeline_id: Annotated[str, Path(description="a pipeline id, p_...")],
+    pipeline_id: Annotated[str, Path(description="a pipeline id, p_...", pattern=ID_PATTERN)],
     session: SessionDep,
     user: CurrentUser,
 ) -> PipelinePublic:

@@ -25,6 +25,7 @@ from api.schemas import DatasetCreate
 from livt_core import checks
 from livt_core.config import DataConfig, errors_from_validation
 from livt_core.errors import ConfigError, DataError
+from livt_core.paths import confine_config_paths
 from livt_service.db import begin_write
 from livt_service.models import Dataset, User
 from livt_service.settings import Settings
@@ -93,15 +94,26 @@ def register_dataset(
         if not root.is_dir():
             raise InvalidInputError.single(
                 ("body", "root"),
-                f"{root} is not a folder; set root to the folder holding the dataset",
+                "is not a folder; set root to the folder holding the dataset, inside a data root",
                 "path_missing",
             )
+    try:
+        confine_config_paths(
+            DataConfig,
+            {**params, "root": None if root is None else str(root)},
+            settings.path_policy(),
+        )
+    except ConfigError as exc:
+        raise InvalidInputError.single(
+            _params_loc(exc.field), config_error_message(exc), "path_outside_roots"
+        ) from None
 
     data = DataConfig.model_validate(
         {**params, "dataset": body.kind, "root": None if root is None else str(root)}
     )
     try:
-        [train] = checks.run_checks([checks.dataset(data.model_dump(mode="json"))])
+        request = checks.dataset(data.model_dump(mode="json"), allowed_roots=settings.data_roots)
+        [train] = checks.run_checks([request])
     except checks.CheckFailed as exc:
         raise UnavailableError(f"the dataset could not be read: {exc}") from exc
     except ConfigError as exc:

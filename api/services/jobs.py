@@ -14,9 +14,10 @@ import base64
 import binascii
 import json
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +35,11 @@ from api.errors import (
     config_error_message,
     field_loc,
 )
-from api.schemas import InitRef, JobSpec, PipelineCreate
+from api.schemas import ID_PATTERN, InitRef, JobSpec, PipelineCreate
 from livt_core import checks, contract
-from livt_core.config import ConfigErrors, deep_merge, resolve_config
+from livt_core.config import CONFIG_CLASSES, ConfigErrors, deep_merge, resolve_config
 from livt_core.errors import CheckpointError, ConfigError
+from livt_core.paths import confine_config_paths
 from livt_service import state
 from livt_service.db import begin_write
 from livt_service.models import (
@@ -98,11 +100,18 @@ def _encode_cursor(job: Job) -> str:
 
 
 def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    """The ``(created_at, id)`` of a cursor; 422 for anything :func:`_encode_cursor` cannot have
+    written (a naive or out-of-range time, an id with characters ids never have)."""
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         created, job_id = json.loads(raw)
-        return datetime.fromisoformat(created), str(job_id)
-    except (binascii.Error, ValueError, TypeError) as exc:
+        when = datetime.fromisoformat(created)
+        if when.tzinfo is None or not isinstance(job_id, str):
+            raise ValueError("not a cursor")
+        if not re.fullmatch(ID_PATTERN, job_id):
+            raise ValueError("not a job id")
+        return when.astimezone(UTC), job_id
+    except (binascii.Error, ValueError, TypeError, OverflowError) as exc:
         raise InvalidInputError.single(
             ("query", "cursor"),
             "is not a cursor of this API; pass the next_cursor of the previous page unchanged",
@@ -228,7 +237,8 @@ def _check_checkpoint_file(
         return None, [
             FieldError(
                 loc,
-                f"checkpoint {path} does not exist; point {dotted} at an existing checkpoint file",
+                f"the checkpoint file does not exist; point {dotted} at an existing checkpoint "
+                "file inside a data root",
                 "checkpoint_missing",
             )
         ]
@@ -333,24 +343,31 @@ def _dataset_data(session: Session, name: str, loc: Loc) -> tuple[dict[str, Any]
     return data, []
 
 
-def _check_data_root(settings: Settings, config: dict[str, Any], loc: Loc) -> list[FieldError]:
-    root = config.get("data", {}).get("root")
-    if root is None:
-        return []
-    where = (*loc, "data", "root")
+def _confine_paths(
+    settings: Settings, kind: str, config: dict[str, Any], init: _Init, loc: Loc
+) -> list[FieldError]:
+    """Confines every path field of the resolved run config (``livt_core.paths``): data paths
+    to the data roots, the checkpoint also to the artifact folder of the job it comes from."""
+    checkpoint_roots = (Path(init.job.artifact_dir),) if init.job is not None else ()
     try:
-        path = settings.resolve_user_path(root, field="data.root")
+        resolved = confine_config_paths(
+            CONFIG_CLASSES[kind], config, settings.path_policy(*checkpoint_roots)
+        )
     except ConfigError as exc:
-        return [FieldError(where, config_error_message(exc), "path_outside_roots")]
-    if not path.is_dir():
         return [
-            FieldError(
-                where,
-                f"{path} is not a folder; set data.root to the dataset's folder",
-                "path_missing",
-            )
+            FieldError(field_loc(exc.field, loc), config_error_message(exc), "path_outside_roots")
         ]
-    config["data"]["root"] = str(path)
+    root = resolved.get("data.root")
+    if root is not None:
+        if not root.is_dir():
+            return [
+                FieldError(
+                    (*loc, "data", "root"),
+                    "is not a folder; set data.root to the dataset's folder inside a data root",
+                    "path_missing",
+                )
+            ]
+        config["data"]["root"] = str(root)
     return []
 
 
@@ -371,6 +388,38 @@ def _check_loss_options(config: dict[str, Any], loc: Loc) -> list[FieldError]:
     except ConfigError as exc:
         return [FieldError(field_loc(exc.field, loc), config_error_message(exc), "invalid_config")]
     return []
+
+
+def _site_limits(settings: Settings, config: dict[str, Any], loc: Loc) -> list[FieldError]:
+    """This site's limits (``LIVT_MAX_*``), below the library's own bounds."""
+    data = config.get("data") or {}
+    limits = [
+        ("epochs", config.get("epochs"), settings.max_epochs, "LIVT_MAX_EPOCHS"),
+        ("batch_size", config.get("batch_size"), settings.max_batch_size, "LIVT_MAX_BATCH_SIZE"),
+        (
+            "eval_batch_size",
+            config.get("eval_batch_size"),
+            settings.max_batch_size,
+            "LIVT_MAX_BATCH_SIZE",
+        ),
+        ("data.img_size", data.get("img_size"), settings.max_img_size, "LIVT_MAX_IMG_SIZE"),
+        (
+            "data.num_workers",
+            data.get("num_workers"),
+            settings.max_data_workers,
+            "LIVT_MAX_DATA_WORKERS",
+        ),
+    ]
+    return [
+        FieldError(
+            field_loc(name, loc),
+            f"is {value}, above this site's limit of {limit} ({env}); set {name} to {limit} or "
+            "less",
+            "site_limit",
+        )
+        for name, value, limit, env in limits
+        if isinstance(value, int) and value > limit
+    ]
 
 
 def build_job(
@@ -446,7 +495,8 @@ def build_job(
         ]
     else:
         config = resolved.model_dump(mode="json")
-        errors += _check_data_root(settings, config, loc)
+        errors += _site_limits(settings, config, loc)
+        errors += _confine_paths(settings, kind, config, init, loc)
         errors += _check_loss_options(config, loc)
     if errors:
         raise InvalidInputError(errors)
@@ -532,6 +582,25 @@ def create_job(
     return job, True
 
 
+def _taken_stage_keys(session: Session, user: User, jobs: list[Job]) -> list[FieldError]:
+    """Stage idempotency keys repeated within the pipeline or used by another job of ``user``."""
+    taken: list[FieldError] = []
+    seen: set[str] = set()
+    for index, job in enumerate(jobs):
+        key = job.idempotency_key
+        if key is not None and (key in seen or _find_idempotent(session, user, key) is not None):
+            taken.append(
+                FieldError(
+                    ("body", "stages", index, "idempotency_key"),
+                    f"{key!r} is already used by another job of yours; drop it or choose a new key",
+                    "duplicate",
+                )
+            )
+        if key is not None:
+            seen.add(key)
+    return taken
+
+
 def create_pipeline(
     session: Session, settings: Settings, user: User, body: PipelineCreate, enqueue: Enqueue
 ) -> Pipeline:
@@ -550,25 +619,20 @@ def create_pipeline(
         jobs.append(job)
         previous = job
     begin_write(session)
-    taken: list[FieldError] = []
-    seen: set[str] = set()
-    for index, job in enumerate(jobs):
-        key = job.idempotency_key
-        if key is not None and (key in seen or _find_idempotent(session, user, key) is not None):
-            taken.append(
-                FieldError(
-                    ("body", "stages", index, "idempotency_key"),
-                    "is already used by another job of yours; drop it or choose a new key",
-                    "duplicate",
-                )
-            )
-        if key is not None:
-            seen.add(key)
+    taken = _taken_stage_keys(session, user, jobs)
     if taken:
         raise InvalidInputError(taken)
     session.add(pipeline)
     session.add_all(jobs)
-    session.commit()
+    try:
+        session.commit()
+    except IntegrityError:
+        # a concurrent request took one of the keys between the check and the commit
+        session.rollback()
+        taken = _taken_stage_keys(session, user, jobs)
+        if not taken:
+            raise
+        raise InvalidInputError(taken) from None
     logger.info("pipeline %s with %d stages created by %s", pipeline.id, len(jobs), user.name)
     _send(session, jobs[0], enqueue)
     return pipeline

@@ -49,10 +49,14 @@ def loss(name: str, *, tau: float, smoothing: float, options: Mapping[str, Any])
     }
 
 
-def dataset(data: Mapping[str, Any]) -> dict[str, Any]:
-    """A request: build the training split of ``data`` (a ``DataConfig`` as a dict); the answer
-    holds its ``classes``, ``class_counts`` and ``num_train``."""
-    return {"check": "dataset", "data": dict(data)}
+def dataset(
+    data: Mapping[str, Any], *, allowed_roots: Sequence[Any] | None = None
+) -> dict[str, Any]:
+    """A request: build the training split of ``data`` (a ``DataConfig`` as a dict), its files
+    confined to ``allowed_roots`` when given; the answer holds its ``classes``,
+    ``class_counts`` and ``num_train``."""
+    roots = None if allowed_roots is None else [str(r) for r in allowed_roots]
+    return {"check": "dataset", "data": dict(data), "allowed_roots": roots}
 
 
 def error_from_json(data: Mapping[str, Any]) -> LivtError:

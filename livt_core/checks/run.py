@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
+from livt_core.checks import ERROR_TYPES
 from livt_core.errors import ConfigError, LivtError
 
 
@@ -25,14 +27,19 @@ def check_loss(name: str, *, tau: float, smoothing: float, options: Mapping[str,
     build_loss(name, [100, 10], tau=tau, smoothing=smoothing, **dict(options))
 
 
-def summarise_dataset(data: Mapping[str, Any]) -> dict[str, Any]:
-    """Builds the training split of ``data``; its classes, class counts and size."""
+def summarise_dataset(
+    data: Mapping[str, Any], allowed_roots: list[str] | None = None
+) -> dict[str, Any]:
+    """Builds the training split of ``data`` (its files confined to ``allowed_roots`` when
+    given); its classes, class counts and size."""
     from livt_core.config import DataConfig
     from livt_core.data import build_dataset
     from livt_core.engine.factories import dataset_kwargs
 
     config = DataConfig.model_validate(dict(data))
-    train = build_dataset(config.dataset, "train", **dataset_kwargs(config, "train"))
+    roots = None if allowed_roots is None else [Path(r) for r in allowed_roots]
+    kwargs = dataset_kwargs(config, "train", allowed_roots=roots)
+    train = build_dataset(config.dataset, "train", **kwargs)
     return {
         "classes": list(train.classes),
         "class_counts": [int(c) for c in train.class_counts],
@@ -54,12 +61,15 @@ def run_check(request: Mapping[str, Any]) -> dict[str, Any]:
         )
         return {}
     if check == "dataset":
-        return summarise_dataset(request["data"])
+        return summarise_dataset(request["data"], request.get("allowed_roots"))
     raise ValueError(f"unknown check {check!r}")
 
 
 def error_to_json(exc: LivtError) -> dict[str, Any]:
-    out: dict[str, Any] = {"type": type(exc).__name__, "message": str(exc)}
+    """The error as the caller re-raises it: its kind (the first of the package's
+    ``ERROR_TYPES`` it is an instance of), message and, for a config error, field and fix."""
+    kind = next((name for name, cls in ERROR_TYPES.items() if isinstance(exc, cls)), "LivtError")
+    out: dict[str, Any] = {"type": kind, "message": str(exc)}
     if isinstance(exc, ConfigError):
         out.update(field=exc.field, message=exc.message, fix=exc.fix)
     return out

@@ -15,6 +15,7 @@ from torch.utils.data import Dataset
 from livt_core import catalog
 from livt_core.data.longtail import longtail_counts, split_longtail_holdout
 from livt_core.errors import DataError
+from livt_core.paths import check_file_inside
 from livt_core.registry import Registry
 
 SPLITS = ("train", "val", "test")
@@ -139,7 +140,26 @@ class DatasetBuilder(Protocol):
         lt_seed: int,
         val_per_class: int | None,
         split_file: str | None,
+        allowed_roots: Sequence[Path] | None = None,
     ) -> LTDataset: ...
+
+
+def check_links(folder: Path, allowed_roots: Sequence[Path] | None, depth: int = 2) -> None:
+    """Refuses a dataset folder holding a link (file or folder, ``depth`` levels down) that
+    leads outside ``allowed_roots`` (None: no roots to keep to, e.g. a local library run)."""
+    if allowed_roots is None:
+        return
+    check_file_inside(folder, allowed_roots, what="the dataset folder")
+    level = [folder]
+    for _ in range(depth):
+        below: list[Path] = []
+        for parent in level:
+            for entry in sorted(parent.iterdir()):
+                if entry.is_symlink():
+                    check_file_inside(entry, allowed_roots, what=f"{entry.relative_to(folder)}")
+                if entry.is_dir():
+                    below.append(entry)
+        level = below
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ code.
 from __future__ import annotations
 
 import pickle
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from livt_core.data.base import (
     DatasetSpec,
     LTDataset,
     build_longtail_split,
+    check_links,
 )
 from livt_core.errors import DataError
 
@@ -134,9 +136,11 @@ def _make_builder(layout: _CifarLayout) -> DatasetBuilder:
         lt_seed: int,
         val_per_class: int | None,
         split_file: str | None,
+        allowed_roots: Sequence[Path] | None = None,
     ) -> LTDataset:
         if root is None:
             raise ValueError(f"{layout.name} needs a root folder")
+        check_links(root, allowed_roots)
         folder = _resolve(layout, root)
         return build_longtail_split(
             layout.name,

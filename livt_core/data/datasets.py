@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,7 @@ def build_dataset(
     lt_seed: int = 0,
     val_per_class: int | None = None,
     split_file: str | None = None,
+    allowed_roots: Sequence[Path] | None = None,
 ) -> LTDataset:
     """Build one split (``"train"``, ``"val"`` or ``"test"``) of a registered dataset.
 
@@ -57,7 +58,9 @@ def build_dataset(
     versions of balanced sets (``cifar10-lt``, ``cifar100-lt``, ``fashion-mnist-lt``) and are
     ignored by ``imagefolder`` / ``splitfile``, which are long-tailed on disk. ``split_file``
     (``splitfile`` only) defaults to ``<split>.txt``. Raises :class:`ConfigError` for a bad
-    argument and :class:`DataError` for missing or malformed data.
+    argument and :class:`DataError` for missing or malformed data. ``allowed_roots``: when
+    given, a file or folder of the dataset that is a link leading outside these roots refuses
+    the dataset (the job service passes its data roots; a local run may pass None).
     """
     spec = DATASETS.get(name)
     if split not in SPLITS:
@@ -81,6 +84,7 @@ def build_dataset(
         lt_seed=lt_seed,
         val_per_class=val_per_class,
         split_file=split_file,
+        allowed_roots=allowed_roots,
     )
     dataset.transform = transform
     logger.info("%s", dataset.source)

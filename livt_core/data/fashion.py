@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import zlib
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,7 @@ from livt_core.data.base import (
     DatasetSpec,
     LTDataset,
     build_longtail_split,
+    check_links,
 )
 from livt_core.errors import DataError
 
@@ -118,8 +120,11 @@ def _build(
     lt_seed: int,
     val_per_class: int | None,
     split_file: str | None,
+    allowed_roots: Sequence[Path] | None = None,
 ) -> LTDataset:
     folder = BUNDLED_ROOT if root is None else root
+    if root is not None:
+        check_links(root, allowed_roots)
     where = f"the bundled subset {folder}" if root is None else str(folder)
     return build_longtail_split(
         NAME,

@@ -44,12 +44,14 @@ class EvaluateRecipe(Recipe):
             raise ConfigError(
                 "split", f"data set {data.dataset!r} has no test split here", "use split=val"
             )
-        self.train_set = build_dataset(data.dataset, "train", **dataset_kwargs(data, "train"))
+        self.train_set = build_dataset(
+            data.dataset, "train", **dataset_kwargs(data, "train", allowed_roots=self.allowed_roots)
+        )
         self.eval_set = build_dataset(
             data.dataset,
             cfg.split,
             transform=build_eval_transform(**transform_kwargs(data, spec)),
-            **dataset_kwargs(data, cfg.split),
+            **dataset_kwargs(data, cfg.split, allowed_roots=self.allowed_roots),
         )
         self.model = create_model(cfg.model, **model_kwargs(cfg, spec, self.train_set.num_classes))
         state = extract_model_state(load_checkpoint(cfg.checkpoint))

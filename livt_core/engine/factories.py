@@ -6,7 +6,9 @@ Recipes never pass a config object into ``livt_core.models`` / ``data`` / ``loss
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from livt_core.config import DataConfig, EvaluateConfig, FinetuneConfig, PretrainConfig
@@ -34,8 +36,11 @@ def data_spec(data: DataConfig) -> DataSpec:
     return DataSpec(in_chans=in_chans, mean=mean, std=std, has_test=info.has_test)
 
 
-def dataset_kwargs(data: DataConfig, split: str) -> dict[str, Any]:
-    """Keyword arguments of ``build_dataset(data.dataset, split, **kwargs)`` (no transform)."""
+def dataset_kwargs(
+    data: DataConfig, split: str, *, allowed_roots: Sequence[Path] | None = None
+) -> dict[str, Any]:
+    """Keyword arguments of ``build_dataset(data.dataset, split, **kwargs)`` (no transform);
+    ``allowed_roots``: the roots the dataset's files must stay inside (None: anywhere)."""
     split_file = {"train": data.train_split, "val": data.val_split, "test": data.test_split}[split]
     return {
         "root": data.root,
@@ -45,6 +50,7 @@ def dataset_kwargs(data: DataConfig, split: str) -> dict[str, Any]:
         "lt_seed": data.lt_seed,
         "val_per_class": data.val_per_class,
         "split_file": split_file,
+        "allowed_roots": allowed_roots,
     }
 
 

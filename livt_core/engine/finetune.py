@@ -65,7 +65,7 @@ class FinetuneRecipe(TrainRecipe):
             data.dataset,
             "train",
             transform=build_train_transform(**common, **train_augment_kwargs(cfg)),
-            **dataset_kwargs(data, "train"),
+            **dataset_kwargs(data, "train", allowed_roots=self.allowed_roots),
         )
         self.train_set = train_set
         self.eval_transform = build_eval_transform(**common)
@@ -93,7 +93,10 @@ class FinetuneRecipe(TrainRecipe):
     def eval_dataset(self, split: str) -> LTDataset:
         data = self.config.data
         return build_dataset(
-            data.dataset, split, transform=self.eval_transform, **dataset_kwargs(data, split)
+            data.dataset,
+            split,
+            transform=self.eval_transform,
+            **dataset_kwargs(data, split, allowed_roots=self.allowed_roots),
         )
 
     def build_model(self) -> nn.Module:

@@ -30,7 +30,10 @@ class PretrainRecipe(TrainRecipe):
         self.spec = data_spec(data)
         transform = build_pretrain_transform(**transform_kwargs(data, self.spec))
         return build_dataset(
-            data.dataset, "train", transform=transform, **dataset_kwargs(data, "train")
+            data.dataset,
+            "train",
+            transform=transform,
+            **dataset_kwargs(data, "train", allowed_roots=self.allowed_roots),
         )
 
     def build_model(self) -> nn.Module:

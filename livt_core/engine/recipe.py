@@ -55,6 +55,7 @@ from livt_core.optim import (
     seed_worker,
     set_rng_state,
 )
+from livt_core.paths import PathPolicy
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +79,7 @@ class Recipe(abc.ABC):
         *,
         callbacks: Callback | None = None,
         resume: str | None = "auto",
+        paths: PathPolicy | None = None,
     ) -> None:
         if config.kind != self.kind:
             raise ConfigError("kind", f"{type(self).__name__} runs {self.kind}, not {config.kind}")
@@ -85,10 +87,16 @@ class Recipe(abc.ABC):
         self.output_dir = Path(output_dir)
         self.callbacks = callbacks or Callback()
         self.resume = resume
+        self.paths = paths
         self.ctx = DistContext()
         self.history: list[dict[str, Any]] = []
         self.checkpoints: dict[str, str] = {}
         self.precision = Precision("cpu", None)
+
+    @property
+    def allowed_roots(self) -> tuple[Path, ...] | None:
+        """The data roots the dataset's files must stay inside (None: anywhere)."""
+        return None if self.paths is None else self.paths.data_roots
 
     @property
     def device(self) -> torch.device:

@@ -17,6 +17,7 @@ from livt_core.engine.pretrain import PretrainRecipe
 from livt_core.engine.recipe import Recipe
 from livt_core.errors import LivtError, StopRequested
 from livt_core.events import Callback
+from livt_core.paths import PathPolicy, confine_config_paths
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +58,7 @@ def run(
     output_dir: str | Path,
     callbacks: Callback | None = None,
     resume: str | None = "auto",
+    paths: PathPolicy | None = None,
 ) -> RunResult:
     """Runs one stage described by a validated ``config`` into ``output_dir``.
 
@@ -68,6 +70,9 @@ def run(
             step.
         resume: ``"auto"`` continues from ``output_dir/checkpoint-last.pth`` when it exists, a
             path continues from that checkpoint, ``None`` starts afresh.
+        paths: where the config's paths and the dataset's files must stay (the job service
+            passes its roots); every path field is confined before anything is opened. None:
+            no confinement (a local run by the owner of the files).
 
     Returns:
         The :class:`RunResult`; a stop request ends the run with status ``cancelled`` and the
@@ -80,10 +85,12 @@ def run(
     cbs = callbacks if callbacks is not None and env_rank() == 0 else Callback()
     if config.threads is not None:
         torch.set_num_threads(config.threads)
-    recipe = RECIPES[config.kind](config, output_dir, callbacks=cbs, resume=resume)
+    recipe = RECIPES[config.kind](config, output_dir, callbacks=cbs, resume=resume, paths=paths)
     status = "succeeded"
     result: dict[str, Any] = {}
     try:
+        if paths is not None:
+            confine_config_paths(type(config), config.model_dump(mode="json"), paths)
         recipe.setup()
         result = recipe.train()
     except StopRequested as exc:

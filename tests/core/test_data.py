@@ -271,6 +271,55 @@ def test_imagefolder_unreadable_image(folder_root):
         dataset[dataset.targets.index(1)]
 
 
+def _outside_class(tmp_path: Path) -> Path:
+    """A class folder of images outside the dataset's data root."""
+    outside = tmp_path / "outside" / "secret-class"
+    _png(outside / "0.png", 7)
+    return outside
+
+
+def test_imagefolder_refuses_class_folder_linked_outside_the_roots(tmp_path, folder_root):
+    root = folder_root / "ds"
+    shutil.copytree(folder_root / "train", root / "train")
+    shutil.copytree(folder_root / "val", root / "val")
+    outside = _outside_class(tmp_path.parent / f"{tmp_path.name}-x")
+    (root / "train" / "emu").symlink_to(outside, target_is_directory=True)
+    # a local run (no roots to keep to) reads it; the service's roots refuse the dataset
+    assert "emu" in build_dataset("imagefolder", "train", root=root).classes
+    with pytest.raises(DataError, match="train/emu is a link that leads outside") as info:
+        build_dataset("imagefolder", "train", root=root, allowed_roots=[folder_root])
+    assert str(outside) not in str(info.value) and "secret" not in str(info.value)
+
+
+def test_imagefolder_refuses_image_linked_outside_the_roots(tmp_path, folder_root):
+    outside = _outside_class(tmp_path.parent / f"{tmp_path.name}-y")
+    (folder_root / "train" / "cat" / "9.png").symlink_to(outside / "0.png")
+    with pytest.raises(DataError, match="train/cat/9.png is a link that leads outside"):
+        build_dataset("imagefolder", "train", root=folder_root, allowed_roots=[folder_root])
+    # a link that stays inside the roots is honoured
+    (folder_root / "train" / "cat" / "9.png").unlink()
+    (folder_root / "train" / "cat" / "9.png").symlink_to(folder_root / "train" / "dog" / "0.png")
+    train = build_dataset("imagefolder", "train", root=folder_root, allowed_roots=[folder_root])
+    assert train.class_counts == [3, 2, 4]
+
+
+def test_splitfile_refuses_split_file_or_entry_linked_outside_the_roots(tmp_path):
+    root = _split_root(tmp_path / "root", ["img/0.png 0", "img/1.png 1"])
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "list.txt").write_text("img/0.png 0\n")
+    (root / "linked.txt").symlink_to(outside / "list.txt")
+    with pytest.raises(DataError, match="split file is a link that leads outside"):
+        build_dataset(
+            "splitfile", "train", root=root, split_file="linked.txt", allowed_roots=[root]
+        )
+    _png(outside / "x.png", 3)
+    (root / "img" / "x.png").symlink_to(outside / "x.png")
+    (root / "train.txt").write_text("img/0.png 0\nimg/x.png 1\n")
+    with pytest.raises(DataError, match="entry 2 of split file train.txt is a link"):
+        build_dataset("splitfile", "train", root=root, allowed_roots=[root])
+
+
 def _split_root(tmp_path: Path, lines: list[str], name: str = "train.txt") -> Path:
     for i in range(4):
         _png(tmp_path / "img" / f"{i}.png", i)
@@ -291,20 +340,32 @@ def test_splitfile(tmp_path):
     ("bad", "message"),
     [
         ("img/3.png", "expected 'relative/path label'"),
-        ("img/3.png cat", "label 'cat' is not an integer"),
-        ("img/3.png -1", "label -1 is negative"),
-        ("../outside.png 1", "path .*must be relative to"),
+        ("img/3.png cat", "the label is not an integer; expected 'relative/path label'"),
+        ("img/3.png -1", "the label is negative"),
+        ("../outside.png 1", "the image path must be relative to the dataset root"),
     ],
 )
 def test_splitfile_bad_line_names_file_and_line(tmp_path, bad, message):
     root = _split_root(tmp_path, ["img/0.png 0", "img/1.png 1", bad])
-    with pytest.raises(DataError, match=rf"train\.txt, line 3: {message}"):
+    with pytest.raises(DataError, match=rf"split file train\.txt, line 3: {message}") as info:
         build_dataset("splitfile", "train", root=root)
+    # the error gives the line number and the expected format, never the file's text
+    assert bad not in str(info.value) and bad.split()[-1] not in str(info.value).split()
+
+
+def test_splitfile_parse_error_never_quotes_the_file(tmp_path):
+    root = _split_root(tmp_path, ["img/0.png 0"])
+    (root / "secret.txt").write_text("LIVT_BOOTSTRAP_TOKEN=s3cr3t-value\nDB=postgres://u:pw@h\n")
+    with pytest.raises(DataError) as info:
+        build_dataset("splitfile", "train", root=root, split_file="secret.txt")
+    text = str(info.value)
+    assert "line 1" in text and "expected 'relative/path label'" in text
+    assert "s3cr3t" not in text and "LIVT_BOOTSTRAP_TOKEN" not in text and "pw@h" not in text
 
 
 def test_splitfile_missing_image_or_file(tmp_path):
     root = _split_root(tmp_path, ["img/0.png 0", "img/9.png 1"])
-    with pytest.raises(DataError, match=r"1 images listed in .* do not exist, e.g. .*9\.png"):
+    with pytest.raises(DataError, match=r"1 images listed in split file train\.txt do not exist"):
         build_dataset("splitfile", "train", root=root)
     with pytest.raises(DataError, match=r"val\.txt not found"):
         build_dataset("splitfile", "val", root=root)
