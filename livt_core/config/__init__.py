@@ -1,0 +1,43 @@
+"""Validated run configurations and the per-dataset presets that fill them (torch-free)."""
+
+from livt_core.config.schema import (
+    CONFIG_CLASSES,
+    KINDS,
+    PRESET_DIR,
+    PRESETS,
+    ConfigErrors,
+    DataConfig,
+    EvaluateConfig,
+    FinetuneConfig,
+    PretrainConfig,
+    RunConfig,
+    config_from_dict,
+    deep_merge,
+    errors_from_validation,
+    list_presets,
+    load_config_file,
+    parse_overrides,
+    preset_overrides,
+    resolve_config,
+)
+
+__all__ = [
+    "CONFIG_CLASSES",
+    "KINDS",
+    "PRESETS",
+    "PRESET_DIR",
+    "ConfigErrors",
+    "DataConfig",
+    "EvaluateConfig",
+    "FinetuneConfig",
+    "PretrainConfig",
+    "RunConfig",
+    "config_from_dict",
+    "deep_merge",
+    "errors_from_validation",
+    "list_presets",
+    "load_config_file",
+    "parse_overrides",
+    "preset_overrides",
+    "resolve_config",
+]
