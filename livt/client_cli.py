@@ -244,6 +244,8 @@ def _dump_json(obj: Any) -> str:
 def _read_spec(path: str) -> dict[str, Any]:
     import yaml
 
+    from livt_core.config import load_yaml
+
     if path == "-":
         text, name = sys.stdin.read(), "standard input"
     else:
@@ -252,7 +254,7 @@ def _read_spec(path: str) -> dict[str, Any]:
             raise CommandError(f"spec file {file} does not exist", EXIT_INVALID_SPEC)
         text, name = file.read_text(encoding="utf-8"), str(file)
     try:
-        data = yaml.safe_load(text)  # JSON is YAML
+        data = load_yaml(text)  # JSON is YAML; YAML 1.2 booleans, as in livt train
     except yaml.YAMLError as exc:
         raise CommandError(f"cannot parse {name}: {exc}", EXIT_INVALID_SPEC) from None
     if not isinstance(data, dict):
@@ -264,20 +266,15 @@ def _read_spec(path: str) -> dict[str, Any]:
 
 
 def _apply_overrides(spec: dict[str, Any], items: Iterable[str]) -> dict[str, Any]:
-    import yaml
+    """``--set KEY=VALUE`` onto the spec, parsed as ``livt train`` parses it (YAML 1.2 values:
+    ``amp=off`` stays the string)."""
+    from livt_core.config import ConfigErrors, deep_merge, parse_overrides
 
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise CommandError(f"cannot parse --set {item!r}; write KEY=VALUE", EXIT_INVALID_SPEC)
-        node = spec
-        parts = key.strip().split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise CommandError(f"--set {key}: {part} is not a section", EXIT_INVALID_SPEC)
-        node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
-    return spec
+    try:
+        overrides = parse_overrides(list(items))
+    except ConfigErrors as exc:
+        raise CommandError(f"cannot parse --set: {exc}", EXIT_INVALID_SPEC) from None
+    return deep_merge(spec, overrides)
 
 
 def _submit(client: LivtClient, args: argparse.Namespace) -> int:

@@ -1,37 +1,31 @@
-"""Validated run configurations and the per-dataset presets that fill them.
+"""The schema of a run's config: a shared base of the fields every run has, the three run kinds,
+and constrained types for the checks several fields share.
 
 A run is described by one of :class:`PretrainConfig` (MGP), :class:`FinetuneConfig` (BFT) or
 :class:`EvaluateConfig`. Every field carries the paper's default (Xu et al., "Learning Imbalanced
 Data with Vision Transformers", CVPR 2023; see ``docs/method.md``); presets override the defaults
-per dataset, and users override presets. :func:`resolve_config` does that merge and validates the
-result, raising :class:`ConfigErrors` whose entries name each bad field and its fix.
+per dataset, and users override presets (``livt_core.config.resolve``).
 """
 
 from __future__ import annotations
 
-import copy
-import json
-import re
-from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
     Strict,
-    ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
 
 from livt_core import catalog
-from livt_core.contract import KINDS
-from livt_core.errors import ConfigError, LivtError
+from livt_core.errors import ConfigError
 from livt_core.limits import (
     MAX_ACCUM_ITER,
     MAX_BATCH_SIZE,
@@ -51,19 +45,6 @@ from livt_core.limits import (
 from livt_core.paths import PathStr, SafeStr, unsafe_json_values
 
 
-class ConfigErrors(LivtError, ValueError):
-    """One or more invalid settings; ``errors`` holds a :class:`ConfigError` per field."""
-
-    reason = "invalid_config"
-
-    def __init__(self, errors: Sequence[ConfigError]) -> None:
-        self.errors = list(errors)
-        super().__init__("; ".join(str(e) for e in self.errors))
-
-    def __reduce__(self):
-        return (type(self), (self.errors,))
-
-
 def _fail(message: str, field: str | None = None) -> PydanticCustomError:
     """A validation error whose message carries the fix; ``field`` names the setting when the
     check spans several fields (pydantic reports those at the model's root)."""
@@ -81,16 +62,58 @@ StrictInt = Annotated[int, Strict()]
 #: A finite number (``allow_inf_nan=False`` of the models), never a boolean.
 Number = Annotated[float, BeforeValidator(_not_bool)]
 
+
+def _positive(v: int, info: ValidationInfo) -> int:
+    if v <= 0:
+        raise _fail(f"must be a positive integer; set {info.field_name} to 1 or more")
+    return v
+
+
+def _optional_positive(v: int | None, info: ValidationInfo) -> int | None:
+    if v is not None and v <= 0:
+        raise _fail(f"must be a positive integer or null; set {info.field_name} accordingly")
+    return v
+
+
+def _non_negative(v: float, info: ValidationInfo) -> float:
+    if v < 0:
+        raise _fail(f"must be ≥ 0; set {info.field_name} to 0 or more")
+    return v
+
+
+def _probability(v: float, info: ValidationInfo) -> float:
+    if not 0.0 <= v < 1.0 + 1e-12:
+        raise _fail(f"must lie in [0, 1]; set {info.field_name} accordingly")
+    return v
+
+
+def _alpha(v: float, info: ValidationInfo) -> float:
+    if v < 0:
+        raise _fail(f"must be ≥ 0 (0 switches it off); set {info.field_name}=0 or more")
+    return v
+
+
+#: A whole number ≥ 1.
+PositiveInt = Annotated[StrictInt, AfterValidator(_positive)]
+#: A whole number ≥ 1, or null.
+OptionalPositiveInt = Annotated[StrictInt | None, AfterValidator(_optional_positive)]
+#: A finite number ≥ 0.
+NonNegative = Annotated[Number, AfterValidator(_non_negative)]
+#: A probability in [0, 1].
+Probability = Annotated[Number, AfterValidator(_probability)]
+#: A Beta-distribution α of Mixup / CutMix: ≥ 0, 0 switches it off.
+MixAlpha = Annotated[Number, AfterValidator(_alpha)]
+
 Epochs = Annotated[
-    StrictInt,
+    PositiveInt,
     Field(le=MAX_EPOCHS, description="training epochs (≤ 10,000; the paper's longest is 800)"),
 ]
 WarmupEpochs = Annotated[
-    Number,
+    NonNegative,
     Field(le=MAX_EPOCHS, description="linear warmup epochs (≤ 10,000, like epochs)"),
 ]
 BatchSize = Annotated[
-    StrictInt,
+    PositiveInt,
     Field(le=MAX_BATCH_SIZE, description="images per device per step (≤ 16,384)"),
 ]
 Seed = Annotated[
@@ -100,13 +123,6 @@ Seed = Annotated[
         le=MAX_SEED,
         description="random seed in [0, 2^31 - 1] (the run adds 1000 × epoch + rank to it and "
         "numpy seeds are 32-bit)",
-    ),
-]
-Threads = Annotated[
-    StrictInt | None,
-    Field(
-        description="torch intra-op threads of each training process (≤ 1,024); None = "
-        "torch's default (one per core)",
     ),
 ]
 
@@ -280,66 +296,65 @@ def _check_model_kwargs(v: dict[str, Any]) -> dict[str, Any]:
     return v
 
 
-class _TrainBase(_Strict):
-    """Optimisation settings shared by the two training stages."""
+Threads = Annotated[
+    StrictInt | None,
+    Field(
+        description="torch intra-op threads of each training process (≤ 1,024); None = "
+        "torch's default (one per core)",
+    ),
+    AfterValidator(_check_threads),
+]
+Device = Annotated[
+    SafeStr, AfterValidator(_check_device), Field(description="auto, cpu, cuda or cuda:N")
+]
+#: ``create_model`` overrides, bounded.
+ModelKwargs = Annotated[dict[str, Any], AfterValidator(_check_model_kwargs)]
+#: Free-form settings: no NUL characters, no NaN / Infinity.
+JsonSettings = Annotated[dict[str, Any], AfterValidator(_check_json_values)]
+Amp = Literal["auto", "bf16", "fp16", "off"]
+
+
+class RunBase(_Strict):
+    """The fields every run has (each kind sets its own ``model``)."""
 
     data: DataConfig = Field(default_factory=DataConfig)
-    model_kwargs: dict[str, Any] = Field(
+    model_kwargs: ModelKwargs = Field(
         default_factory=dict,
         description="extra create_model overrides (depth ≤ 64, embed_dim ≤ 8,192, num_heads ≤ "
         "128, ...: ViT-G is 48 deep and 1,664 wide)",
     )
+    amp: Amp = "auto"
+    device: Device = "auto"
+    threads: Threads = None
+    seed: Seed = 0
+
+
+class _TrainBase(RunBase):
+    """Optimisation settings shared by the two training stages."""
+
     epochs: Epochs = 100
     warmup_epochs: WarmupEpochs = 10.0
     batch_size: BatchSize = 64
-    accum_iter: StrictInt = Field(
+    accum_iter: PositiveInt = Field(
         1,
         le=MAX_ACCUM_ITER,
         description="gradient accumulation steps (≤ 4,096: the paper's 4,096 batch from one "
         "image per step)",
     )
-    effective_batch_size: StrictInt | None = Field(
+    effective_batch_size: OptionalPositiveInt = Field(
         None,
         le=MAX_EFFECTIVE_BATCH,
         description="if set, accum_iter = effective_batch_size / (batch_size × world size); ≤ 2^20",
     )
     blr: Number = Field(1e-3, description="base lr; lr = blr × effective batch / 256")
     lr: Number | None = Field(None, description="absolute lr; overrides blr when set")
-    min_lr: Number = 0.0
-    weight_decay: Number = 0.05
+    min_lr: NonNegative = 0.0
+    weight_decay: NonNegative = 0.05
     betas: tuple[Number, Number] = (0.9, 0.999)
     clip_grad: Number | None = Field(None, description="max gradient norm; None = no clipping")
-    amp: Literal["auto", "bf16", "fp16", "off"] = "auto"
-    device: SafeStr = Field("auto", description="auto, cpu, cuda or cuda:N")
-    threads: Threads = None
-    seed: Seed = 0
-    max_steps_per_epoch: StrictInt | None = Field(
+    max_steps_per_epoch: OptionalPositiveInt = Field(
         None, le=MAX_STEPS, description="cap on steps per epoch (smoke runs; ≤ 10^8)"
     )
-
-    @field_validator("model_kwargs")
-    @classmethod
-    def _model_kwargs(cls, v: dict[str, Any]) -> dict[str, Any]:
-        return _check_model_kwargs(v)
-
-    @field_validator("threads")
-    @classmethod
-    def _threads(cls, v: int | None) -> int | None:
-        return _check_threads(v)
-
-    @field_validator("epochs", "batch_size", "accum_iter")
-    @classmethod
-    def _positive_int(cls, v: int, info: Any) -> int:
-        if v <= 0:
-            raise _fail(f"must be a positive integer; set {info.field_name} to 1 or more")
-        return v
-
-    @field_validator("effective_batch_size", "max_steps_per_epoch")
-    @classmethod
-    def _optional_positive(cls, v: int | None, info: Any) -> int | None:
-        if v is not None and v <= 0:
-            raise _fail(f"must be a positive integer or null; set {info.field_name} accordingly")
-        return v
 
     @field_validator("blr")
     @classmethod
@@ -355,13 +370,6 @@ class _TrainBase(_Strict):
             raise _fail("must be > 0; set lr to a positive value or null to derive it from blr")
         return v
 
-    @field_validator("min_lr", "weight_decay", "warmup_epochs")
-    @classmethod
-    def _non_negative(cls, v: float, info: Any) -> float:
-        if v < 0:
-            raise _fail(f"must be ≥ 0; set {info.field_name} to 0 or more")
-        return v
-
     @field_validator("betas")
     @classmethod
     def _betas(cls, v: tuple[float, float]) -> tuple[float, float]:
@@ -375,11 +383,6 @@ class _TrainBase(_Strict):
         if v is not None and not v > 0:
             raise _fail("must be > 0 or null (no clipping)")
         return v
-
-    @field_validator("device")
-    @classmethod
-    def _device(cls, v: str) -> str:
-        return _check_device(v)
 
     @model_validator(mode="after")
     def _lr_range(self) -> _TrainBase:
@@ -399,8 +402,8 @@ class PretrainConfig(_TrainBase):
     warmup_epochs: WarmupEpochs = 40.0
     blr: Number = 1.5e-4
     betas: tuple[Number, Number] = (0.9, 0.95)
-    weight_decay: Number = 0.05
-    min_lr: Number = 0.0
+    weight_decay: NonNegative = 0.05
+    min_lr: NonNegative = 0.0
 
     @field_validator("model")
     @classmethod
@@ -422,28 +425,28 @@ class FinetuneConfig(_TrainBase):
     model: SafeStr = "vit_base_patch16"
     init: PathStr | None = Field(None, description="MGP (or classifier) checkpoint to start from")
     global_pool: bool = Field(True, description="mean of patch tokens → fc_norm → head")
-    drop_path: Number = 0.1
+    drop_path: Probability = 0.1
     layer_decay: Number = 0.75
     loss: SafeStr = "bal_bce"
     tau: Number = Field(1.0, description="τ of Bal-BCE / Bal-CE")
-    loss_kwargs: dict[str, Any] = Field(default_factory=dict)
-    smoothing: Number = 0.1
-    mixup: Number = 0.8
-    cutmix: Number = 1.0
-    mixup_prob: Number = 1.0
-    mixup_switch_prob: Number = 0.5
+    loss_kwargs: JsonSettings = Field(default_factory=dict)
+    smoothing: Probability = 0.1
+    mixup: MixAlpha = 0.8
+    cutmix: MixAlpha = 1.0
+    mixup_prob: Probability = 1.0
+    mixup_switch_prob: Probability = 0.5
     crop_scale: tuple[Number, Number] = Field(
         (0.08, 1.0), description="area range of the random resized crop (timm's --scale)"
     )
     auto_augment: SafeStr | None = "rand-m9-mstd0.5-inc1"
-    reprob: Number = 0.25
+    reprob: Probability = 0.25
     remode: Literal["pixel", "rand", "const"] = "pixel"
     epochs: Epochs = 100
     warmup_epochs: WarmupEpochs = 10.0
     blr: Number = 1e-3
-    min_lr: Number = 1e-6
+    min_lr: NonNegative = 1e-6
     betas: tuple[Number, Number] = (0.9, 0.99)
-    weight_decay: Number = 0.05
+    weight_decay: NonNegative = 0.05
     eval_batch_size: BatchSize | None = None
 
     @field_validator("model")
@@ -451,30 +454,11 @@ class FinetuneConfig(_TrainBase):
     def _model(cls, v: str) -> str:
         return _check_model(v, mae=False, kind="finetune")
 
-    @field_validator("loss_kwargs")
-    @classmethod
-    def _loss_kwargs(cls, v: dict[str, Any]) -> dict[str, Any]:
-        return _check_json_values(v)
-
     @field_validator("loss")
     @classmethod
     def _loss(cls, v: str) -> str:
         if v not in catalog.LOSSES:
             raise _fail(f"unknown loss {v!r}; use one of: {', '.join(catalog.list_losses())}")
-        return v
-
-    @field_validator("drop_path", "smoothing", "reprob", "mixup_prob", "mixup_switch_prob")
-    @classmethod
-    def _probability(cls, v: float, info: Any) -> float:
-        if not 0.0 <= v < 1.0 + 1e-12:
-            raise _fail(f"must lie in [0, 1]; set {info.field_name} accordingly")
-        return v
-
-    @field_validator("mixup", "cutmix")
-    @classmethod
-    def _alpha(cls, v: float, info: Any) -> float:
-        if v < 0:
-            raise _fail(f"must be ≥ 0 (0 switches it off); set {info.field_name}=0 or more")
         return v
 
     @field_validator("crop_scale")
@@ -530,242 +514,25 @@ class FinetuneConfig(_TrainBase):
         return self
 
 
-class EvaluateConfig(_Strict):
+class EvaluateConfig(RunBase):
     """Long-tail evaluation of a classifier checkpoint on a held-out split."""
 
     kind: Literal["evaluate"] = "evaluate"
-    data: DataConfig = Field(default_factory=DataConfig)
     model: SafeStr = "vit_base_patch16"
-    model_kwargs: dict[str, Any] = Field(
-        default_factory=dict, description="create_model overrides, bounded as in training"
-    )
     global_pool: bool = True
     checkpoint: PathStr | None = Field(None, description="classifier checkpoint to evaluate")
     split: Literal["val", "test"] = "test"
     batch_size: BatchSize = 128
-    amp: Literal["auto", "bf16", "fp16", "off"] = "auto"
-    device: SafeStr = "auto"
-    threads: Threads = None
-    seed: Seed = 0
-
-    @field_validator("model_kwargs")
-    @classmethod
-    def _model_kwargs(cls, v: dict[str, Any]) -> dict[str, Any]:
-        return _check_model_kwargs(v)
 
     @field_validator("model")
     @classmethod
     def _model(cls, v: str) -> str:
         return _check_model(v, mae=False, kind="evaluate")
 
-    @field_validator("threads")
-    @classmethod
-    def _threads(cls, v: int | None) -> int | None:
-        return _check_threads(v)
-
-    @field_validator("device")
-    @classmethod
-    def _device(cls, v: str) -> str:
-        return _check_device(v)
-
-    @field_validator("batch_size")
-    @classmethod
-    def _batch(cls, v: int) -> int:
-        if v <= 0:
-            raise _fail("must be a positive integer; set batch_size to 1 or more")
-        return v
-
 
 RunConfig = Annotated[PretrainConfig | FinetuneConfig | EvaluateConfig, Field(discriminator="kind")]
-CONFIG_CLASSES: dict[str, type[_Strict]] = {
+CONFIG_CLASSES: dict[str, type[RunBase]] = {
     "pretrain": PretrainConfig,
     "finetune": FinetuneConfig,
     "evaluate": EvaluateConfig,
 }
-
-
-#: Where the presets live: one YAML file per preset (``<name>.yaml``), keyed by run kind.
-PRESET_DIR = Path(__file__).resolve().parent / "presets"
-
-
-def _load_presets() -> dict[str, dict[str, dict[str, Any]]]:
-    presets = {}
-    for path in sorted(PRESET_DIR.glob("*.yaml")):
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        unknown = set(data) - set(KINDS)
-        if unknown:
-            raise ValueError(f"preset {path.name} has sections {sorted(unknown)}; use {KINDS}")
-        presets[path.stem] = data
-    return presets
-
-
-#: Per-dataset overrides of the paper's defaults, per run kind (``livt_core/presets/*.yaml``).
-PRESETS: dict[str, dict[str, dict[str, Any]]] = _load_presets()
-
-
-def list_presets() -> list[str]:
-    return sorted(PRESETS)
-
-
-def deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
-    """Returns ``base`` updated by ``update``; nested mappings merge, everything else replaces."""
-    out = copy.deepcopy(dict(base))
-    for key, value in update.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = deep_merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
-
-def _loc_to_field(loc: Sequence[Any]) -> str:
-    parts = [str(p) for p in loc if not isinstance(p, int)]
-    # a discriminated union adds the tag (e.g. "finetune") as the first element
-    if parts and parts[0] in KINDS:
-        parts = parts[1:]
-    return ".".join(parts) or "config"
-
-
-#: Fixes for pydantic's own messages, which say what is wrong but not what to do.
-_PYDANTIC_FIXES = {
-    "less_than_equal": "set {field} to {le} or less",
-    "less_than": "set {field} below {lt}",
-    "greater_than_equal": "set {field} to {ge} or more",
-    "greater_than": "set {field} above {gt}",
-    "int_type": "write a whole number such as 1 (not true/false, 1.0 or a string)",
-    "int_from_float": "write a whole number such as 1",
-    "int_parsing": "write a whole number such as 1",
-    "float_type": "write a number such as 0.001 (not true/false)",
-    "float_parsing": "write a number such as 0.001",
-    "finite_number": "write a finite number (NaN and Infinity are not accepted)",
-    "string_type": "write a string",
-    "string_nul": "remove the NUL character",
-    "string_too_long": "shorten {field} to {max_length} characters",
-    "string_too_short": "set {field} to a non-empty value",
-    "too_long": "give at most {max_length} values",
-    "literal_error": "use one of: {expected}",
-    "bool_type": "write true or false",
-    "bool_parsing": "write true or false",
-    "dict_type": "write an object",
-    "tuple_type": "write a list",
-    "list_type": "write a list",
-}
-
-
-def errors_from_validation(exc: ValidationError, prefix: str = "") -> list[ConfigError]:
-    """Turns a pydantic ValidationError into ConfigErrors that name the field and the fix."""
-    out = []
-    for err in exc.errors(include_url=False):
-        field = _loc_to_field(err.get("loc", ()))
-        ctx_field = (err.get("ctx") or {}).get("field")
-        if ctx_field:
-            field = f"{field}.{ctx_field}" if field != "config" else ctx_field
-        if prefix:
-            field = f"{prefix}.{field}" if field != "config" else prefix
-        kind = err.get("type")
-        msg = str(err.get("msg", "invalid value"))
-        fix = None
-        if kind == "extra_forbidden":
-            msg = "unknown setting"
-            fix = "remove it or check its spelling (`livt train KIND --print-config` lists every setting)"
-        elif kind == "missing":
-            msg = "is required"
-            fix = "set it"
-        elif kind in _PYDANTIC_FIXES:
-            try:
-                fix = _PYDANTIC_FIXES[kind].format(**{**(err.get("ctx") or {}), "field": field})
-            except (KeyError, IndexError):
-                fix = None
-        out.append(ConfigError(field, msg, fix))
-    return out
-
-
-def preset_overrides(kind: str, preset: str | None) -> dict[str, Any]:
-    if preset is None:
-        return {}
-    if preset not in PRESETS:
-        raise ConfigErrors(
-            [
-                ConfigError(
-                    "preset",
-                    f"unknown preset {preset!r}",
-                    f"use one of: {', '.join(list_presets())}",
-                )
-            ]
-        )
-    return copy.deepcopy(PRESETS[preset].get(kind, {}))
-
-
-def resolve_config(
-    kind: str, preset: str | None = None, overrides: Mapping[str, Any] | None = None
-) -> PretrainConfig | FinetuneConfig | EvaluateConfig:
-    """Builds the validated config of a run: defaults ← preset ← overrides.
-
-    Raises :class:`ConfigErrors` (every bad field, with its fix) for invalid input.
-    """
-    if kind not in CONFIG_CLASSES:
-        raise ConfigErrors(
-            [ConfigError("kind", f"unknown run kind {kind!r}", f"use one of: {', '.join(KINDS)}")]
-        )
-    values = deep_merge(preset_overrides(kind, preset), dict(overrides or {}))
-    values.pop("kind", None)
-    try:
-        return CONFIG_CLASSES[kind].model_validate(values)  # type: ignore[return-value]
-    except ValidationError as exc:
-        raise ConfigErrors(errors_from_validation(exc)) from None
-
-
-def config_from_dict(values: Mapping[str, Any]) -> PretrainConfig | FinetuneConfig | EvaluateConfig:
-    """Validates an already-resolved config (e.g. ``config.json`` of a run) by its ``kind``."""
-    kind = values.get("kind")
-    return resolve_config(str(kind), None, values)
-
-
-class _Yaml12Loader(yaml.SafeLoader):
-    """Safe YAML with YAML 1.2 booleans: only true/false, so ``amp=off`` stays the string."""
-
-
-_Yaml12Loader.yaml_implicit_resolvers = {
-    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-_Yaml12Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
-)
-
-
-def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
-    """``["epochs=5", "data.root=/d", "betas=[0.9,0.95]"]`` → nested dict (values parsed as YAML)."""
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigErrors(
-                [ConfigError("--set", f"cannot parse {item!r}", "write KEY=VALUE, e.g. epochs=5")]
-            )
-        value = yaml.load(raw, Loader=_Yaml12Loader) if raw.strip() else None
-        node = out
-        parts = key.strip().split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigErrors([ConfigError(key, "is set both as a value and as a section")])
-        node[parts[-1]] = value
-    return out
-
-
-def load_config_file(path: str | Path) -> dict[str, Any]:
-    """Reads a YAML or JSON config file into a dict."""
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigErrors([ConfigError("--config", f"file {p} does not exist")])
-    text = p.read_text(encoding="utf-8")
-    try:
-        data = json.loads(text) if p.suffix == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise ConfigErrors([ConfigError("--config", f"cannot parse {p}: {exc}")]) from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigErrors([ConfigError("--config", f"{p} must hold a mapping of settings")])
-    return data

@@ -191,3 +191,18 @@ def test_connection_refused_names_the_url(monkeypatch, capsys) -> None:
     monkeypatch.setenv("LIVT_TOKEN", "livt_x")
     code, _, err = run(capsys, "jobs", "--url", url)
     assert code == 1 and f"is the server running at {url}?" in err
+
+
+def test_set_amp_off_stays_the_string_off(env, spec_file: Path, capsys) -> None:
+    # epochs=0 makes the server answer 422 listing every bad field: amp must not be one
+    code, _, err = run(capsys, "submit", str(spec_file), "--set", "amp=off", "--set", "epochs=0")
+    assert code == 2 and re.search(r"^  epochs: ", err, re.M), err
+    assert "amp" not in err
+
+
+def test_spec_file_amp_off_stays_the_string_off(env, tmp_path: Path, capsys) -> None:
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({**TINY_FINETUNE, "epochs": 0}) + "amp: off\n")
+    code, _, err = run(capsys, "submit", str(spec))
+    assert code == 2 and re.search(r"^  epochs: ", err, re.M), err
+    assert "amp" not in err

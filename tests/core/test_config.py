@@ -152,3 +152,30 @@ def test_load_config_file_errors_are_clear(tmp_path):
         load_config_file(tmp_path / "list.yaml")
     with pytest.raises(ConfigErrors, match="does not exist"):
         load_config_file(tmp_path / "missing.yaml")
+
+
+def test_set_parser_keeps_amp_off_a_string():
+    from livt_core.config import parse_overrides
+
+    assert parse_overrides(["amp=off", "data.root=/d", "global_pool=false"]) == {
+        "amp": "off",
+        "data": {"root": "/d"},
+        "global_pool": False,
+    }
+
+
+def test_config_file_keeps_amp_off_a_string(tmp_path):
+    from livt_core.config import load_config_file
+
+    path = tmp_path / "run.yaml"
+    path.write_text("amp: off\nepochs: 2\n")
+    assert load_config_file(path) == {"amp": "off", "epochs": 2}
+
+
+def test_every_run_kind_shares_the_run_base():
+    from livt_core.config.schema import EvaluateConfig, RunBase
+
+    for cls in (PretrainConfig, FinetuneConfig, EvaluateConfig):
+        assert issubclass(cls, RunBase)
+    shared = set(RunBase.model_fields)
+    assert {"data", "model_kwargs", "amp", "device", "threads", "seed"} <= shared
