@@ -8,6 +8,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 HEAVY = ("torch", "timm", "torchvision")
 
 
@@ -57,3 +59,22 @@ def test_validating_and_submitting_jobs_loads_no_torch(tmp_path):
     """
     out = _run(code, tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_served_api_stays_torch_free(tmp_path):
+    """``bench/api_footprint.py`` on this tree: uvicorn serves /presets and /jobs, and the
+    process still holds none of the heavy modules."""
+    import json
+
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run(
+        [sys.executable, str(root / "bench" / "api_footprint.py"), "--repeats", "1"]
+        + ["--label", "test", "--out-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    summary = json.loads((tmp_path / "api_footprint-test.json").read_text())
+    assert summary["heavy_modules"] == "none"
