@@ -34,6 +34,7 @@ from livt_core.distributed import env_rank
 from livt_core.engine import RunResult, failure_reason, run
 from livt_core.errors import ConfigError
 from livt_core.events import Callback, CallbackList, JsonlEventWriter, StopFile
+from livt_core.fence import AttemptFence
 
 logger = logging.getLogger(__name__)
 
@@ -132,6 +133,13 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--events", metavar="FILE", help="append the event stream (JSON lines)")
     parser.add_argument("--stop-file", metavar="FILE", help="stop the run once FILE exists")
+    parser.add_argument(
+        "--attempt",
+        type=int,
+        metavar="N",
+        help="the run is attempt N of a job: it stops and writes nothing more into the output "
+        "directory once DIR/ATTEMPT names a later attempt (the job service sets this)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument(
         "--print-config", action="store_true", help="print the resolved config and exit"
@@ -255,6 +263,9 @@ def train_command(args: argparse.Namespace) -> int:
         callbacks.append(events)
     if args.stop_file:
         callbacks.append(StopFile(args.stop_file))
+    fence = AttemptFence(output_dir, args.attempt) if args.attempt is not None else None
+    if fence is not None:
+        callbacks.append(fence)
     progress = main_rank and not args.no_progress
     if progress:
         callbacks.append(ProgressBar())
@@ -270,6 +281,7 @@ def train_command(args: argparse.Namespace) -> int:
                 output_dir,
                 callbacks=CallbackList(callbacks),
                 resume=_resume_arg(args.resume),
+                fence=fence,
             )
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

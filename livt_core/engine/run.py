@@ -17,6 +17,7 @@ from livt_core.engine.pretrain import PretrainRecipe
 from livt_core.engine.recipe import Recipe
 from livt_core.errors import LivtError, StopRequested
 from livt_core.events import Callback
+from livt_core.fence import AttemptFence
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +58,7 @@ def run(
     output_dir: str | Path,
     callbacks: Callback | None = None,
     resume: str | None = "auto",
+    fence: AttemptFence | None = None,
 ) -> RunResult:
     """Runs one stage described by a validated ``config`` into ``output_dir``.
 
@@ -68,6 +70,8 @@ def run(
             step.
         resume: ``"auto"`` continues from ``output_dir/checkpoint-last.pth`` when it exists, a
             path continues from that checkpoint, ``None`` starts afresh.
+        fence: the run is one attempt of a service job: it writes into ``output_dir`` only
+            while no later attempt has taken the folder over (``livt_core.fence``).
 
     Returns:
         The :class:`RunResult`; a stop request ends the run with status ``cancelled`` and the
@@ -80,7 +84,7 @@ def run(
     cbs = callbacks if callbacks is not None and env_rank() == 0 else Callback()
     if config.threads is not None:
         torch.set_num_threads(config.threads)
-    recipe = RECIPES[config.kind](config, output_dir, callbacks=cbs, resume=resume)
+    recipe = RECIPES[config.kind](config, output_dir, callbacks=cbs, resume=resume, fence=fence)
     status = "succeeded"
     result: dict[str, Any] = {}
     try:

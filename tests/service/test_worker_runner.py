@@ -99,8 +99,10 @@ def test_single_process_command(tmp_path: Path) -> None:
     assert argv[:5] == [sys.executable, "-m", "livt_core", "train", "finetune"]
     assert argv[argv.index("--config") + 1] == str(tmp_path / "config.json")
     assert argv[argv.index("--output-dir") + 1] == str(tmp_path)
-    assert argv[argv.index("--events") + 1] == str(tmp_path / "events.jsonl")
-    assert argv[argv.index("--stop-file") + 1] == str(tmp_path / "STOP")
+    # the event stream and the stop signal are the attempt's own, and its writes are fenced
+    assert argv[argv.index("--events") + 1] == str(tmp_path / "attempts/1/events.jsonl")
+    assert argv[argv.index("--stop-file") + 1] == str(tmp_path / "attempts/1/STOP")
+    assert argv[argv.index("--attempt") + 1] == "1"
     assert argv[argv.index("--resume") + 1] == "auto"
     assert "--no-progress" in argv
 
