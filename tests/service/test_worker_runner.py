@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from api.models import Job, Worker
+from api.models import Job, LogLine, Worker
 from api.settings import Settings
 from tests.service.test_worker_support import process_gone, wait_until
-from worker.celery_app import RUN_JOB_TASK, celery_config, enqueue, get_celery_app
+from worker.celery_app import RUN_JOB_TASK, celery_config, enqueue, get_celery_app, live_job_ids
 from worker.context import WorkerContext, configure
 from worker.janitor import Janitor
 from worker.runner import failure_from_exit, training_command
@@ -207,3 +207,32 @@ def test_janitor_round_requeues_a_lost_job_and_beats(settings: Settings, db, mak
         assert session.get(Job, lost.id).status == "queued"
         assert session.scalars(select(Worker.id)).all() == ["w@host"]
     assert _next_message(lost.queue) == {"task": RUN_JOB_TASK, "args": [lost.id]}
+
+
+def test_live_job_ids_sees_waiting_messages_only(settings: Settings) -> None:
+    enqueue("j_waiting", settings.default_queue)
+    enqueue("j_taken", "other")
+    _next_message("other")  # delivered: no longer waiting in the embedded broker
+    assert live_job_ids([settings.default_queue, "other"]) == {"j_waiting"}
+
+
+def test_janitor_resends_a_queued_job_whose_message_was_lost(
+    settings: Settings, db, make_job
+) -> None:
+    old = datetime.now(UTC) - timedelta(minutes=5)
+    stranded = make_job(updated_at=old)  # queued, and the broker holds nothing for it
+    waiting = make_job(updated_at=old)
+    enqueue(waiting.id, waiting.queue)  # its message is still there: left alone
+    fresh = make_job()  # inside the grace period: the API may be sending it right now
+    later_stage = make_job(updated_at=old, depends_on=fresh.id)  # released by its predecessor
+    context = WorkerContext(worker_id="w@host", queues=["default"], devices=[])
+    janitor = Janitor(context, interval=60, lost_after=60, resend_grace=30)
+
+    assert janitor.tick() == [stranded.id]
+    assert janitor.tick() == []  # its message is live now (and its grace period restarted)
+    ids = {_next_message("default")["args"][0] for _ in range(2)}
+    assert ids == {stranded.id, waiting.id}
+    with db() as session:
+        messages = session.scalars(select(LogLine.message).where(LogLine.job_id == stranded.id))
+        assert any("no message in the broker" in m for m in messages)
+    assert later_stage.status == "queued"
