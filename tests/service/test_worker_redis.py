@@ -236,6 +236,15 @@ def test_lost_worker_job_is_requeued_and_resumed_by_another_worker(
 def test_a_frozen_worker_is_fenced_off_and_the_job_succeeds_once(
     deployment: Deployment, http: httpx.Client
 ) -> None:
+    for worker in ("w-a", "w-b"):  # two live workers (an earlier test may have killed one)
+        if deployment.processes[worker].poll() is not None:
+            offset = len(deployment.log(worker))
+            deployment.start_worker(worker)
+            wait_until(
+                lambda w=worker, o=offset: " ready" in deployment.log(w)[o:],
+                timeout=120,
+                what=f"worker {worker} to restart",
+            )
     # long enough that the frozen worker's child is still training when attempt 2 takes over
     spec = {
         **LONG_FINETUNE,
