@@ -4,10 +4,15 @@ Services raise :class:`NotFoundError` (404), :class:`ConflictError` (409),
 :class:`UnavailableError` (503) or :class:`InvalidInputError` (422). A 422 has the same shape as
 FastAPI's own validation errors, ``{"detail": [{"loc": ["body", ...], "msg": "...", "type":
 "..."}]}``, and every ``msg`` says what is wrong and how to fix it.
+
+A database that cannot be reached (stopped, restarting, its connections dropped) is a 503 with
+``Retry-After`` too, never a 500: the engine's pool checks connections before use, so the next
+request after it is back works.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -16,11 +21,26 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from livt_core.contract import KINDS
 from livt_core.errors import ConfigError
 
+logger = logging.getLogger(__name__)
+
 Loc = tuple[str | int, ...]
+
+#: Seconds a client is told to wait (``Retry-After``) when the database is unreachable.
+DATABASE_RETRY_AFTER_SECONDS = 5
+
+#: SQLAlchemy errors that mean "the database cannot be reached right now" (not bad input).
+DATABASE_UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
+    OperationalError,
+    InterfaceError,
+    DisconnectionError,
+    PoolTimeoutError,
+)
 
 
 @dataclass(frozen=True)
@@ -120,6 +140,24 @@ async def _service_error(_request: Request, exc: ServiceError) -> JSONResponse:
     return JSONResponse({"detail": jsonable_encoder(exc.detail)}, status_code=exc.status_code)
 
 
+def database_unavailable_response() -> JSONResponse:
+    """The 503 of a request that needed the database while it was unreachable."""
+    return JSONResponse(
+        {
+            "detail": "the database is unreachable right now; retry in "
+            f"{DATABASE_RETRY_AFTER_SECONDS} s (GET /readyz says when it is back)"
+        },
+        status_code=503,
+        headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)},
+    )
+
+
+async def _database_unavailable(_request: Request, exc: Exception) -> JSONResponse:
+    first = str(exc).strip().splitlines()
+    logger.warning("database unreachable: %s: %s", type(exc).__name__, first[0] if first else "")
+    return database_unavailable_response()
+
+
 async def _request_validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
     detail = []
     for error in exc.errors():
@@ -136,3 +174,5 @@ async def _request_validation_error(_request: Request, exc: RequestValidationErr
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ServiceError, _service_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _request_validation_error)  # type: ignore[arg-type]
+    for error in DATABASE_UNAVAILABLE_ERRORS:
+        app.add_exception_handler(error, _database_unavailable)

@@ -24,9 +24,20 @@ logger = logging.getLogger(__name__)
 
 #: Seconds ``livt serve`` waits for its worker to hand back a running job before killing it.
 WORKER_STOP_TIMEOUT = 60.0
-#: A worker of ``livt serve`` that dies is restarted after this many seconds (doubling, capped).
+#: A worker of ``livt serve`` that dies is restarted after this many seconds, doubling on each
+#: death in a row up to ``LIVT_WORKER_RESTART_DELAY_MAX_SECONDS``.
 RESTART_DELAY = 1.0
-RESTART_DELAY_MAX = 60.0
+#: A worker that ran this long before it died counts as healthy: the delay starts over.
+HEALTHY_RUN_SECONDS = 60.0
+
+
+def next_restart_delay(previous: float, ran_seconds: float, cap: float) -> float:
+    """The wait before the next restart of a worker that died after ``ran_seconds``, when the
+    wait before its last restart was ``previous``: doubling while it keeps dying, never above
+    ``cap``, back to :data:`RESTART_DELAY` after a healthy run."""
+    if ran_seconds >= HEALTHY_RUN_SECONDS:
+        return min(RESTART_DELAY, cap)
+    return min(previous * 2, cap)
 
 
 def _positive_float(value: str) -> float:
@@ -47,8 +58,9 @@ class EmbeddedWorker:
     is stopped with SIGTERM, which hands a running job back to the queue.
     """
 
-    def __init__(self, argv: Sequence[str]) -> None:
+    def __init__(self, argv: Sequence[str], *, restart_delay_max: float = 5.0) -> None:
         self.argv = list(argv)
+        self.restart_delay_max = restart_delay_max
         self.proc: subprocess.Popen | None = None
         self._stopping = threading.Event()
         self._lock = threading.Lock()
@@ -70,7 +82,7 @@ class EmbeddedWorker:
             logger.info("worker process %d started", self.proc.pid)
 
     def _watch(self) -> None:
-        delay = RESTART_DELAY
+        delay = RESTART_DELAY / 2  # the first death waits RESTART_DELAY
         while not self._stopping.is_set():
             with self._lock:
                 proc = self.proc
@@ -80,14 +92,12 @@ class EmbeddedWorker:
             code = proc.wait()
             if self._stopping.is_set():
                 return
-            if time.monotonic() - started > 5 * RESTART_DELAY_MAX:
-                delay = RESTART_DELAY
+            delay = next_restart_delay(delay, time.monotonic() - started, self.restart_delay_max)
             logger.error(
                 "the worker process exited with status %s; restarting in %g s", code, delay
             )
             if self._stopping.wait(delay):
                 return
-            delay = min(delay * 2, RESTART_DELAY_MAX)
             self._spawn()
 
     def stop(self, timeout: float = WORKER_STOP_TIMEOUT) -> None:
@@ -127,7 +137,7 @@ def serve_command(args: argparse.Namespace) -> int:
             argv.append("-v")
         argv += ["worker", "--name", "embedded", "--concurrency", "1"]
         argv += ["--queues", settings.default_queue]
-        embedded = EmbeddedWorker(argv)
+        embedded = EmbeddedWorker(argv, restart_delay_max=settings.worker_restart_delay_max_seconds)
         embedded.start()
     logger.info(
         "LiVT service on http://%s:%d (%s mode, data in %s)",

@@ -38,6 +38,7 @@ from livt_core.distributed import env_rank
 from livt_core.engine import RunResult, failure_reason, run
 from livt_core.errors import ConfigError
 from livt_core.events import Callback, CallbackList, JsonlEventWriter, StopFile
+from livt_core.fence import AttemptFence
 from livt_core.paths import PathPolicy
 
 logger = logging.getLogger(__name__)
@@ -131,6 +132,13 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--events", metavar="FILE", help="append the event stream (JSON lines)")
     parser.add_argument("--stop-file", metavar="FILE", help="stop the run once FILE exists")
+    parser.add_argument(
+        "--attempt",
+        type=int,
+        metavar="N",
+        help="the run is attempt N of a job: it stops and writes nothing more into the output "
+        "directory once DIR/ATTEMPT names a later attempt (the job service sets this)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument(
         "--data-root",
@@ -284,6 +292,9 @@ def train_command(args: argparse.Namespace) -> int:
         callbacks.append(events)
     if args.stop_file:
         callbacks.append(StopFile(args.stop_file))
+    fence = AttemptFence(output_dir, args.attempt) if args.attempt is not None else None
+    if fence is not None:
+        callbacks.append(fence)
     progress = main_rank and not args.no_progress
     if progress:
         callbacks.append(ProgressBar())
@@ -300,6 +311,7 @@ def train_command(args: argparse.Namespace) -> int:
                 callbacks=CallbackList(callbacks),
                 resume=_resume_arg(args.resume),
                 paths=_path_policy(args),
+                fence=fence,
             )
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

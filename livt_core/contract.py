@@ -53,6 +53,13 @@ LAST_CHECKPOINT = "checkpoint-last.pth"
 BEST_CHECKPOINT = "checkpoint-best.pth"
 #: Created by the worker to ask the run to stop (``--stop-file``).
 STOP_FILE = "STOP"
+#: The number of the attempt of a job that owns the run folder (``livt_core.fence``).
+ATTEMPT_FILE = "ATTEMPT"
+#: Held (``flock``) while an attempt's write checks the owner, and while an attempt takes over.
+ATTEMPT_LOCK_FILE = ".attempt.lock"
+#: Folder of each attempt's own files: ``attempts/<n>/events.jsonl`` (``EVENTS_FILE``) and
+#: ``attempts/<n>/STOP`` (``STOP_FILE``).
+ATTEMPTS_DIR = "attempts"
 
 #: The files of a run folder the service registers as artifacts, with their kind.
 ARTIFACT_KINDS: dict[str, str] = {

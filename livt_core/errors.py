@@ -70,3 +70,10 @@ class StopRequested(LivtError):
     """A callback asked the run to stop (cancellation); the last checkpoint is intact."""
 
     reason = "cancelled"
+
+
+class AttemptSuperseded(StopRequested):
+    """A later attempt of the same job took over the output folder (see ``livt_core.fence``):
+    this run stops and writes nothing more there."""
+
+    reason = "superseded"

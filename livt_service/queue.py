@@ -19,9 +19,11 @@ object changes (tests re-read the environment with ``get_settings.cache_clear()`
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -133,6 +135,57 @@ def enqueue(job_id: str, queue: str) -> None:
     committed: the worker re-reads the row and ignores a message for a job it cannot claim."""
     get_celery_app().send_task(RUN_JOB_TASK, args=[job_id], queue=queue)
     logger.debug("enqueued job %s on queue %s", job_id, queue)
+
+
+def _job_id_of(payload: str | bytes | dict[str, Any]) -> str | None:
+    """The job id a ``livt.run_job`` message carries (None for any other message)."""
+    try:
+        message = payload if isinstance(payload, dict) else json.loads(payload)
+        if message.get("headers", {}).get("task") != RUN_JOB_TASK:
+            return None
+        body = message["body"]
+        if message.get("properties", {}).get("body_encoding") == "base64":
+            body = base64.b64decode(body)
+        args = json.loads(body)[0]
+        return str(args[0]) if args else None
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+        return None
+
+
+def live_job_ids(queues: Iterable[str]) -> set[str] | None:
+    """The ids of the jobs that have a live message in ``queues``: waiting to be delivered, or
+    (Redis) delivered to a worker and not acknowledged yet. None when the broker's transport
+    cannot be inspected. Raises the transport's error when the broker is unreachable."""
+    settings = get_settings()
+    queues = list(queues)
+    app = get_celery_app()
+    with app.connection_for_read() as connection:
+        connection.ensure_connection(max_retries=1)
+        channel = connection.default_channel
+        if settings.broker_url.startswith(("redis://", "rediss://", "redis+socket://")):
+            client = channel.client
+            payloads: list[Any] = []
+            for queue in queues:
+                for priority in channel.priority_steps:
+                    payloads.extend(client.lrange(channel._q_for_pri(queue, priority), 0, -1))
+            for value in client.hvals(channel.unacked_key):
+                try:
+                    payloads.append(json.loads(value)[0])
+                except (ValueError, IndexError, TypeError):
+                    continue
+        elif settings.broker_url.startswith("sqla+"):
+            message, queue_cls = channel.message_cls, channel.queue_cls
+            rows = (
+                channel.session.query(message.payload)
+                .join(queue_cls, message.queue_id == queue_cls.id)
+                .filter(queue_cls.name.in_(queues), message.visible.is_(True))
+                .all()
+            )
+            channel.session.commit()
+            payloads = [row[0] for row in rows]
+        else:
+            return None
+    return {job_id for p in payloads if (job_id := _job_id_of(p)) is not None}
 
 
 def declare_queues(queues: Sequence[str]) -> None:

@@ -65,6 +65,17 @@ class Settings(BaseSettings):
     default_queue: str = Field("default", min_length=1)
     heartbeat_seconds: float = Field(5.0, gt=0)
     worker_lost_seconds: float = Field(60.0, gt=0)
+    worker_restart_delay_max_seconds: float = Field(
+        5.0,
+        gt=0,
+        le=300,
+        description="livt serve: longest wait before restarting its worker after it died",
+    )
+    requeue_grace_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="a queued job without a message in the broker for this long is sent again",
+    )
     bootstrap_token: str | None = Field(
         None, description="if set, an admin token with this value exists once the API starts"
     )

@@ -644,6 +644,59 @@ def _requeue_each(
     return handled
 
 
+# --------------------------------------------------------------------------- stranded jobs
+
+
+def stranded_candidates(grace_seconds: float) -> list[tuple[str, str]]:
+    """``(id, queue)`` of the jobs a worker could claim (queued, no cancel request, no
+    unfinished predecessor) that have not changed for ``grace_seconds``: if the broker holds no
+    message for one of them (its data was lost), nothing will ever run it."""
+    cutoff = utcnow() - timedelta(seconds=grace_seconds)
+    parent = aliased(Job)
+    predecessor_done = exists().where(parent.id == Job.depends_on, parent.status == "succeeded")
+    with session_scope() as session:
+        rows = session.execute(
+            select(Job.id, Job.queue).where(
+                Job.status == "queued",
+                Job.cancel_requested.is_(False),
+                Job.updated_at < cutoff,
+                or_(Job.depends_on.is_(None), predecessor_done),
+            )
+        ).all()
+    return [(r.id, r.queue) for r in rows]
+
+
+def resend_stranded(job_id: str, grace_seconds: float, *, enqueue: Enqueue | None = None) -> bool:
+    """Sends a stranded job's message again (see :func:`stranded_candidates`).
+
+    The job's ``updated_at`` is moved forward in the same conditional update that re-checks it,
+    so of several janitors finding the same job only one sends, and the next re-send waits for
+    another grace period. A duplicate message is harmless anyway: the claim is atomic.
+    """
+    now = utcnow()
+    cutoff = now - timedelta(seconds=grace_seconds)
+    with _writing() as session:
+        job = session.scalar(
+            select(Job)
+            .where(Job.id == job_id, Job.status == "queued", Job.updated_at < cutoff)
+            .with_for_update()
+        )
+        if job is None:
+            return False
+        job.updated_at = now
+        queue, attempt = job.queue, job.attempt
+        append_log(
+            session,
+            job_id,
+            attempt,
+            f"queued for over {grace_seconds:g} s with no message in the broker (its data was "
+            "lost?): sent again",
+            "WARNING",
+        )
+    (enqueue or _default_enqueue)(job_id, queue)
+    return True
+
+
 # --------------------------------------------------------------------------- worker registry
 
 

@@ -7,6 +7,11 @@ deployment, keeps working as long as any worker is alive, and is safe to run man
 because each requeue is a conditional update that only one janitor can win. The same thread
 refreshes the worker's row in ``workers`` (the API's GPU check reads it).
 
+Broker data loss (a FLUSHDB, a Redis without persistence restarted) leaves jobs queued in the
+database with no message that would ever run them. The same thread compares the claimable queued
+jobs older than ``LIVT_REQUEUE_GRACE_SECONDS`` with the messages the broker holds and sends the
+missing ones again; a duplicate is harmless because the claim is atomic.
+
 At start-up (``worker_init``, before any message is consumed) a worker requeues the jobs still
 marked running under its own id: they were left by its previous process, which is gone. A warm
 shutdown (SIGTERM / Ctrl-C) sets the shutdown flag: each run is stopped at its next step and its
@@ -24,6 +29,7 @@ from celery.signals import worker_init, worker_ready, worker_shutdown, worker_sh
 from sqlalchemy.exc import SQLAlchemyError
 
 from livt_service import state
+from livt_service.queue import live_job_ids
 from livt_service.settings import get_settings
 from worker.context import WorkerContext, configure, get_context, node_name
 
@@ -31,14 +37,22 @@ logger = logging.getLogger(__name__)
 
 
 class Janitor(threading.Thread):
-    """Every ``interval`` seconds: refresh this worker's heartbeat row and requeue the jobs of
-    workers silent for longer than ``lost_after`` seconds."""
+    """Every ``interval`` seconds: refresh this worker's heartbeat row, requeue the jobs of
+    workers silent for longer than ``lost_after`` seconds and re-send the jobs stranded by a
+    broker that lost its messages (queued for ``resend_grace`` seconds without one)."""
 
-    def __init__(self, context: WorkerContext, interval: float, lost_after: float) -> None:
+    def __init__(
+        self,
+        context: WorkerContext,
+        interval: float,
+        lost_after: float,
+        resend_grace: float = 60.0,
+    ) -> None:
         super().__init__(name="livt-janitor", daemon=True)
         self.context = context
         self.interval = interval
         self.lost_after = lost_after
+        self.resend_grace = resend_grace
         self._stop_event = threading.Event()
 
     def run(self) -> None:
@@ -50,12 +64,34 @@ class Janitor(threading.Thread):
         ctx = self.context
         try:
             state.worker_heartbeat(ctx.worker_id, ctx.queues, ctx.gpus)
-            return state.requeue_lost_jobs(self.lost_after)
+            handled = state.requeue_lost_jobs(self.lost_after)
+            return handled + self.resend_stranded()
         except SQLAlchemyError as exc:
             logger.warning("janitor: database unreachable, will retry: %s", exc)
         except Exception:
             logger.exception("janitor: round failed")
         return []
+
+    def resend_stranded(self) -> list[str]:
+        """Re-sends the claimable jobs that have been queued for ``resend_grace`` seconds with no
+        live message in the broker (after a FLUSHDB, or a Redis without persistence restarted).
+        Returns their ids."""
+        candidates = state.stranded_candidates(self.resend_grace)
+        if not candidates:
+            return []
+        try:
+            live = live_job_ids({queue for _, queue in candidates})
+        except Exception as exc:  # the broker's own errors differ by transport
+            logger.warning("janitor: broker unreachable, will retry: %s", exc)
+            return []
+        if live is None:
+            return []  # a transport that cannot be inspected: nothing to compare with
+        sent = []
+        for job_id, _queue in candidates:
+            if job_id not in live and state.resend_stranded(job_id, self.resend_grace):
+                logger.warning("job %s was queued without a broker message: sent again", job_id)
+                sent.append(job_id)
+        return sent
 
     def stop(self) -> None:
         self._stop_event.set()
@@ -99,7 +135,12 @@ def _on_worker_ready(sender: Any = None, **_: Any) -> None:
     if context is None or _janitor is not None:
         return
     settings = get_settings()
-    _janitor = Janitor(context, settings.heartbeat_seconds, settings.worker_lost_seconds)
+    _janitor = Janitor(
+        context,
+        settings.heartbeat_seconds,
+        settings.worker_lost_seconds,
+        resend_grace=settings.requeue_grace_seconds,
+    )
     _janitor.start()
 
 

@@ -1,15 +1,22 @@
-"""Runs one claimed job as a child process and mirrors what it does into the database.
+"""The supervisor of one claimed job: its training process, signals, deadlines and stop files.
 
 The training itself is ``python -m livt_core train <kind> ...`` (or the same under
 ``torch.distributed.run`` when the job asks for several processes), started in its own process
-group with ``PR_SET_PDEATHSIG`` so that it dies with the worker. The runner follows the run's
-``events.jsonl`` and its output lines, and about once a second writes one batch (progress, metric
-points, log lines, artifacts, heartbeat) and reads back the cancellation flag.
+group with ``PR_SET_PDEATHSIG`` so that it dies with the worker. :class:`JobRunner` follows the
+run's event stream and output lines, hands them to a :class:`~worker.observer.RunObserver` (which
+turns them into database batches and, at the end, the job's outcome), and about once a second
+writes the pending batch (progress, metric points, log lines, artifacts, heartbeat) and reads back
+the cancellation flag.
 
-Cancellation and worker shutdown both create the run's stop file (the engine stops at the next
-step and keeps its last checkpoint); a run that has not exited after a grace period is terminated.
-Because the child always runs with ``--resume auto`` in the job's own folder, the next attempt of a
-job continues from ``checkpoint-last.pth`` instead of starting afresh.
+Files are fenced per attempt like the database rows (``livt_core.fence``): before it starts its
+child, the runner takes the run folder over for its attempt, and the child (``--attempt N``)
+writes checkpoints, history and results only while no later attempt owns the folder. Each
+attempt has its own event stream and stop file (``attempts/<n>/``). Cancellation and worker
+shutdown create this attempt's stop file (the engine stops at the next step and keeps its last
+checkpoint); a run that has not exited after a grace period is terminated. A runner that finds
+it lost the job (the database fence or the folder's owner says so) kills its own child at once
+and touches nothing else. Because the child always runs with ``--resume auto`` in the job's own
+folder, the next attempt of a job continues from ``checkpoint-last.pth``.
 """
 
 from __future__ import annotations
@@ -18,13 +25,11 @@ import json
 import logging
 import os
 import queue
-import re
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,10 +39,34 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from livt_core import contract
 from livt_core.events import read_events
+from livt_core.fence import attempt_files, current_attempt, take_over
 from livt_core.paths import PathPolicy
 from livt_service import state
 from livt_service.settings import get_settings
-from livt_service.state import ClaimedJob, Finish, FlushBatch, LogRecord
+from livt_service.state import ClaimedJob, Finish, LogRecord
+from worker.observer import (
+    EXIT_CANCELLED,
+    EXIT_REASONS,
+    FAILURE_REASONS,
+    MAX_LINE_CHARS,
+    Conclusion,
+    RunObserver,
+    StopReason,
+    failure_from_exit,
+    output_record,
+)
+
+__all__ = [
+    "EXIT_CANCELLED",
+    "EXIT_REASONS",
+    "FAILURE_REASONS",
+    "MAX_LINE_CHARS",
+    "JobRunner",
+    "default_path_policy",
+    "failure_from_exit",
+    "spawn_tied_to_parent",
+    "training_command",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -47,18 +76,10 @@ FLUSH_INTERVAL = 1.0
 STOP_GRACE_SECONDS = 5.0
 #: Seconds between SIGTERM and SIGKILL of the run's process group.
 KILL_GRACE_SECONDS = 5.0
+#: Seconds a run that reported its end gets to exit by itself before it is terminated.
+END_EXIT_GRACE_SECONDS = 30.0
 #: Seconds the final writes of a job keep retrying while the database is unreachable.
 FINAL_WRITE_PATIENCE = 300.0
-#: Longest log line kept (a run printing megabytes on one line must not bloat the table).
-MAX_LINE_CHARS = 4000
-
-#: Exit status of ``python -m livt_core train`` → job failure reason (``docs/architecture.md``).
-EXIT_REASONS = contract.EXIT_FAILURE_REASONS
-EXIT_CANCELLED = contract.EXIT_CANCELLED
-FAILURE_REASONS = frozenset(contract.FAILURE_REASONS)
-
-_LEVEL = re.compile(r"\b(DEBUG|INFO|WARNING|ERROR|CRITICAL)\b")
-_OOM = re.compile(r"out of memory|OutOfMemoryError", re.IGNORECASE)
 
 #: Sets PR_SET_PDEATHSIG, checks that the parent is still there, then becomes the real command.
 #: Done in a fresh interpreter rather than a ``preexec_fn``, which is unsafe in a threaded worker.
@@ -93,8 +114,12 @@ def spawn_tied_to_parent(
 def training_command(
     job: ClaimedJob, run_dir: Path, nproc: int, paths: PathPolicy | None = None
 ) -> list[str]:
-    """The child's command line: one process, or ``nproc`` under ``torch.distributed.run``;
-    with ``paths``, the run confines its paths and dataset files to those roots."""
+    """The child's command line: one process, or ``nproc`` under ``torch.distributed.run``.
+
+    The event stream and the stop file are this attempt's own, and ``--attempt`` fences the
+    child's writes into ``run_dir`` (``livt_core.fence``); with ``paths``, the run confines its
+    paths and dataset files to those roots."""
+    files = attempt_files(run_dir, job.attempt)
     train = [
         "-m",
         "livt_core",
@@ -105,9 +130,11 @@ def training_command(
         "--output-dir",
         str(run_dir),
         "--events",
-        str(run_dir / contract.EVENTS_FILE),
+        str(files.events),
         "--stop-file",
-        str(run_dir / contract.STOP_FILE),
+        str(files.stop),
+        "--attempt",
+        str(job.attempt),
         "--resume",
         "auto",
         "--no-progress",
@@ -129,52 +156,17 @@ def training_command(
     ]
 
 
-def failure_from_exit(
-    returncode: int, error_event: dict[str, Any] | None, output_tail: Sequence[str]
-) -> tuple[str, str]:
-    """Maps how the child ended to a typed failure ``(reason, message)``."""
-    tail = "\n".join(output_tail)
-    if error_event is not None:
-        reason = str(error_event.get("reason") or "internal")
-        message = str(error_event.get("message") or f"the run exited with status {returncode}")
-        if reason == "invalid_config":
-            reason = "invalid_data"
-        return (reason if reason in FAILURE_REASONS else "internal"), message
-    if returncode in EXIT_REASONS:
-        reason = EXIT_REASONS[returncode]
-    elif _OOM.search(tail):
-        reason = "out_of_memory"
-    elif returncode == -signal.SIGKILL:
-        reason = "out_of_memory"
-        tail = (
-            "the run was killed by SIGKILL (most likely the kernel's out-of-memory killer)\n" + tail
-        )
-    else:
-        reason = "internal"
-    what = (
-        f"the run was killed by signal {-returncode}"
-        if returncode < 0
-        else f"the run exited with status {returncode}"
-    )
-    return reason, f"{what}; last output:\n{tail}" if tail else what
-
-
-def _level_of(line: str, default: str) -> str:
-    match = _LEVEL.search(line[:80])
-    return match.group(1) if match else default
-
-
 def _pump(stream: IO[bytes], sink: queue.Queue, default_level: str) -> None:
     for raw in iter(stream.readline, b""):
-        line = raw.decode("utf-8", errors="replace").rstrip()
-        if line:
-            sink.put(LogRecord(line[:MAX_LINE_CHARS], _level_of(line, default_level)))
+        record = output_record(raw.decode("utf-8", errors="replace"), default_level)
+        if record is not None:
+            sink.put(record)
     stream.close()
 
 
 @dataclass
 class _Stop:
-    why: str  # "cancel", "shutdown" or "lost"
+    why: StopReason
     since: float
     terminated_at: float | None = None
 
@@ -187,6 +179,7 @@ class JobRunner:
         shutdown: set when the worker shuts down; the run is stopped and the job requeued.
         devices: GPU ids for ``CUDA_VISIBLE_DEVICES`` (None: leave the environment alone).
         enqueue: sends a job to the workers (default ``livt_service.queue.enqueue``).
+        paths: the roots the run confines its paths to (default :func:`default_path_policy`).
     """
 
     def __init__(
@@ -202,18 +195,17 @@ class JobRunner:
         self.job = job
         self.paths = paths if paths is not None else default_path_policy()
         self.run_dir = Path(job.artifact_dir)
+        self.files = attempt_files(self.run_dir, job.attempt)
         self.shutdown = shutdown or threading.Event()
         self.devices = list(devices) if devices is not None else None
         self.heartbeat_seconds = heartbeat_seconds
         self.enqueue = enqueue
-        self.batch = FlushBatch(artifact_dir=str(self.run_dir))
+        self.observer = RunObserver(str(self.run_dir))
         self.lines: queue.Queue[LogRecord] = queue.Queue()
-        self.tail: deque[str] = deque(maxlen=20)
-        self.result_event: dict[str, Any] | None = None
-        self.error_event: dict[str, Any] | None = None
-        self.progress: dict[str, Any] | None = None
         self.events_offset = 0
         self.stop: _Stop | None = None
+        self.ended_at: float | None = None
+        self._end_terminated = False
         self.proc: subprocess.Popen | None = None
         self.readers: list[threading.Thread] = []
 
@@ -222,7 +214,8 @@ class JobRunner:
     def run(self) -> str:
         """Runs the job; returns its status afterwards (``queued`` when handed back)."""
         try:
-            self._prepare()
+            if not self._prepare():
+                return self._leave()
             proc = self._launch()
             self._follow(proc)
         except BaseException as exc:
@@ -239,16 +232,26 @@ class JobRunner:
     def log(self, message: str, level: str = "INFO") -> None:
         """A line of the runner's own in the job's log (and the worker's)."""
         logger.log(logging.getLevelName(level), "job %s: %s", self.job.id, message)
-        self.batch.logs.append(LogRecord(message, level))
+        self.observer.log(message, level)
 
-    def _prepare(self) -> None:
+    def _superseded(self) -> bool:
+        """A later attempt owns the run folder (works without the database)."""
+        owner = current_attempt(self.run_dir)
+        return owner is not None and owner > self.job.attempt
+
+    def _prepare(self) -> bool:
+        """Takes the run folder over for this attempt and writes the config; False when a later
+        attempt already owns the folder."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / contract.STOP_FILE).unlink(missing_ok=True)
+        if not take_over(self.run_dir, self.job.attempt):
+            return False
+        self.files.folder.mkdir(parents=True, exist_ok=True)
+        self.files.stop.unlink(missing_ok=True)
         config = self.run_dir / contract.CONFIG_FILE
-        tmp = config.with_suffix(".json.tmp")
+        tmp = config.with_suffix(f".json.{self.job.attempt}.tmp")
         tmp.write_text(json.dumps(self.job.config, indent=2), encoding="utf-8")
         os.replace(tmp, config)
-        events = self.run_dir / contract.EVENTS_FILE
+        events = self.files.events
         self.events_offset = events.stat().st_size if events.exists() else 0
         if (self.run_dir / contract.LAST_CHECKPOINT).is_file():
             self.log(f"found {contract.LAST_CHECKPOINT} of an earlier attempt in {self.run_dir}")
@@ -258,10 +261,8 @@ class JobRunner:
                     entries = json.loads(history.read_text(encoding="utf-8"))
                 except (OSError, json.JSONDecodeError):
                     entries = []
-                for entry in entries if isinstance(entries, list) else []:
-                    if isinstance(entry, dict) and "epoch" in entry:
-                        metrics = {k: v for k, v in entry.items() if k != "epoch"}
-                        self.batch.metrics[int(entry["epoch"])] = metrics
+                self.observer.on_history(entries)
+        return True
 
     def _nproc(self) -> int:
         return max(1, int(self.job.gpus))
@@ -304,10 +305,14 @@ class JobRunner:
             self._collect()
             if exited:
                 return
+            if self._superseded():
+                self._request_stop("lost", "a later attempt took over the run folder: stopping")
             if self.shutdown.is_set() and self.stop is None:
                 self._request_stop("shutdown", "the worker is shutting down: stopping the run")
             now = time.monotonic()
-            if not self.batch.empty() or now - last_write >= self.heartbeat_seconds:
+            if self.stop is not None and self.stop.why == "lost":
+                owned, cancel = False, False
+            elif not self.observer.batch.empty() or now - last_write >= self.heartbeat_seconds:
                 owned, cancel = self._flush()
                 if owned is not None:
                     last_write = now
@@ -315,60 +320,33 @@ class JobRunner:
                 owned, cancel = self._poll()
             if owned is False:
                 self._request_stop("lost", "this worker no longer owns the job: stopping")
-            elif cancel and self.stop is None:
+            elif cancel and self.stop is None and self.observer.end_status is None:
+                # (a cancel after the run reported its end changes nothing: a result wins)
                 self._request_stop("cancel", "cancel requested: stopping at the next step")
             self._enforce_stop()
+            self._enforce_exit_after_end()
 
     def _collect(self) -> None:
-        """Moves new events and output lines into the pending batch."""
+        """Hands new output lines and events to the observer."""
         while True:
             try:
-                record = self.lines.get_nowait()
+                self.observer.on_line(self.lines.get_nowait())
             except queue.Empty:
                 break
-            self.tail.append(record.message)
-            self.batch.logs.append(record)
-        events, self.events_offset = read_events(
-            self.run_dir / contract.EVENTS_FILE, self.events_offset
-        )
-        for event in events:
-            self._on_event(event)
-
-    def _on_event(self, event: dict[str, Any]) -> None:
-        kind = event.get("type")
-        if kind == contract.START:
-            start, epochs = int(event.get("start_epoch") or 0), event.get("epochs")
-            if start > 0:
-                self.log(
-                    f"resumed from {contract.LAST_CHECKPOINT}: continuing at epoch {start} of {epochs}"
-                )
-            else:
-                self.log(f"run started: {epochs} epochs of {event.get('steps_per_epoch')} steps")
-        elif kind == contract.STEP:
-            self.progress = {k: event.get(k) for k in contract.PROGRESS_FIELDS}
-            self.batch.progress = dict(self.progress)
-        elif kind == contract.EPOCH:
-            self.batch.metrics[int(event["epoch"])] = dict(event.get("metrics") or {})
-        elif kind == contract.CHECKPOINT:
-            name = Path(str(event.get("path", ""))).name
-            if name in contract.ARTIFACT_KINDS:
-                self.batch.artifact_names.add(name)
-        elif kind == contract.RESULT:
-            self.result_event = dict(event.get("result") or {})
-        elif kind == contract.ERROR:
-            self.error_event = event
-            self.log(f"run failed ({event.get('reason')}): {event.get('message')}", "ERROR")
+        events, self.events_offset = read_events(self.files.events, self.events_offset)
+        self.observer.on_events(events)
+        if self.observer.end_status is not None and self.ended_at is None:
+            self.ended_at = time.monotonic()
 
     def _flush(self) -> tuple[bool | None, bool]:
         """Writes the pending batch. Returns (owned, cancel_requested); owned is None when the
         database could not be reached (the batch is kept for the next try)."""
-        batch, self.batch = self.batch, FlushBatch(artifact_dir=str(self.run_dir))
+        batch = self.observer.take_batch()
         try:
             outcome = state.flush(self.job, batch)
         except SQLAlchemyError as exc:
             logger.warning("job %s: database write failed, will retry: %s", self.job.id, exc)
-            batch.merge_back(self.batch)
-            self.batch = batch
+            self.observer.put_back(batch)
             return None, False
         return outcome.owned, outcome.cancel_requested
 
@@ -381,30 +359,51 @@ class JobRunner:
             return None, False
         return outcome.owned, outcome.cancel_requested
 
-    def _request_stop(self, why: str, message: str) -> None:
+    def _request_stop(self, why: StopReason, message: str) -> None:
         if self.stop is not None and (self.stop.why == "lost" or why != "lost"):
             return
         self.stop = _Stop(why, time.monotonic())
-        self.log(message, "WARNING")
-        (self.run_dir / contract.STOP_FILE).touch()
+        logger.warning("job %s: %s", self.job.id, message)
+        if why == "lost":
+            # the job is someone else's now: end this attempt's processes, touch nothing else
+            self._signal_group(signal.SIGKILL)
+            self.stop.terminated_at = time.monotonic()
+            return
+        self.observer.log(message, "WARNING")
+        self.files.stop.touch()
 
     def _enforce_stop(self) -> None:
         if self.stop is None or self.proc is None or self.proc.poll() is not None:
             return
-        waited = time.monotonic() - self.stop.since
-        if self.stop.terminated_at is None and (
-            waited >= STOP_GRACE_SECONDS or self.stop.why == "lost"
-        ):
+        now = time.monotonic()
+        if self.stop.terminated_at is None and now - self.stop.since >= STOP_GRACE_SECONDS:
             self.log(
                 f"the run did not stop within {STOP_GRACE_SECONDS:g} s: terminating it", "WARNING"
             )
             self._signal_group(signal.SIGTERM)
-            self.stop.terminated_at = time.monotonic()
+            self.stop.terminated_at = now
         elif (
             self.stop.terminated_at is not None
-            and time.monotonic() - self.stop.terminated_at >= KILL_GRACE_SECONDS
+            and now - self.stop.terminated_at >= KILL_GRACE_SECONDS
         ):
             self._signal_group(signal.SIGKILL)
+
+    def _enforce_exit_after_end(self) -> None:
+        """A run that reported its end but does not exit is terminated after a grace period
+        (what it reported stands: see ``RunObserver.conclude``)."""
+        if self.ended_at is None or self.proc is None or self.proc.poll() is not None:
+            return
+        waited = time.monotonic() - self.ended_at
+        if waited >= END_EXIT_GRACE_SECONDS + KILL_GRACE_SECONDS:
+            self._signal_group(signal.SIGKILL)
+        elif waited >= END_EXIT_GRACE_SECONDS and not self._end_terminated:
+            self.log(
+                f"the run reported its end but has not exited within "
+                f"{END_EXIT_GRACE_SECONDS:g} s: terminating it",
+                "WARNING",
+            )
+            self._signal_group(signal.SIGTERM)
+            self._end_terminated = True
 
     def _signal_group(self, sig: int) -> None:
         if self.proc is None:
@@ -430,28 +429,33 @@ class JobRunner:
         for reader in self.readers:
             reader.join(timeout=5.0)
         self._collect()
-        self.log(f"training process exited with status {rc}", "INFO" if rc == 0 else "WARNING")
+        if self._superseded():
+            self._request_stop("lost", "a later attempt took over the run folder")
         why = self.stop.why if self.stop is not None else None
-        if why == "lost":
-            logger.warning("job %s: ownership lost; leaving it to its new attempt", self.job.id)
-            return state.job_status(self.job.id) or "unknown"
-        if rc == 0:
-            return self._finish(Finish("succeeded", result=self._result(), progress=self.progress))
-        if why == "shutdown":
+        if why != "lost":
+            level = "INFO" if rc == 0 else "WARNING"
+            self.log(f"training process exited with status {rc}", level)
+        conclusion = self.observer.conclude(rc, why, self._results_file())
+        return self._apply(conclusion)
+
+    def _apply(self, conclusion: Conclusion) -> str:
+        if conclusion.action == "leave":
+            return self._leave()
+        if conclusion.action == "requeue":
             self._write_pending()
             state.requeue_interrupted(self.job, enqueue=self.enqueue)
             return "queued"
-        if why == "cancel":
-            return self._finish(Finish("cancelled", progress=self.progress))
-        if rc == EXIT_CANCELLED:
-            reason, message = "internal", "the run stopped without a cancel request"
-        else:
-            reason, message = failure_from_exit(rc, self.error_event, list(self.tail))
-        return self._finish(
-            Finish("failed", reason=reason, message=message, progress=self.progress)
-        )
+        assert conclusion.outcome is not None
+        return self._finish(conclusion.outcome)
 
-    def _result(self) -> dict[str, Any] | None:
+    def _leave(self) -> str:
+        logger.warning("job %s: ownership lost; leaving it to its new attempt", self.job.id)
+        try:
+            return state.job_status(self.job.id) or "unknown"
+        except SQLAlchemyError:
+            return "unknown"
+
+    def _results_file(self) -> dict[str, Any] | None:
         path = self.run_dir / contract.RESULTS_FILE
         if path.is_file():
             try:
@@ -461,11 +465,11 @@ class JobRunner:
                     f"{contract.RESULTS_FILE} is unreadable ({exc}); using the result event",
                     "WARNING",
                 )
-        return self.result_event
+        return None
 
     def _write_pending(self) -> None:
         deadline = time.monotonic() + FINAL_WRITE_PATIENCE
-        while not self.batch.empty():
+        while not self.observer.batch.empty():
             owned, _ = self._flush()
             if owned is not None or time.monotonic() > deadline:
                 return
@@ -477,12 +481,12 @@ class JobRunner:
         deadline = time.monotonic() + FINAL_WRITE_PATIENCE
         delay = 1.0
         while True:
+            logs = self.observer.take_logs()
             try:
-                logs, self.batch.logs = self.batch.logs, []
                 done = state.finish_job(self.job, outcome, logs=logs, enqueue=self.enqueue)
                 break
             except SQLAlchemyError as exc:
-                self.batch.logs = logs + self.batch.logs
+                self.observer.put_back_logs(logs)
                 if time.monotonic() > deadline:
                     logger.error("job %s: could not record its end: %s", self.job.id, exc)
                     raise

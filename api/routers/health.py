@@ -7,6 +7,7 @@ from collections.abc import Callable
 import anyio
 from fastapi import APIRouter, Request, Response, status
 
+from api.errors import DATABASE_RETRY_AFTER_SECONDS
 from api.schemas import Health, Readiness
 from api.services.health import check_broker, check_database
 
@@ -45,4 +46,5 @@ async def readyz(*, request: Request, response: Response) -> Readiness:
     )
     if database != "ok" or broker != "ok":
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+        response.headers["Retry-After"] = str(DATABASE_RETRY_AFTER_SECONDS)
     return Readiness(database=database, broker=broker)

@@ -41,6 +41,7 @@ from livt_core.engine.loop import EpochPlan, train_one_epoch
 from livt_core.engine.state import checkpoint_payload, load_model_state, read_json, write_json
 from livt_core.errors import CheckpointError, ConfigError
 from livt_core.events import Callback
+from livt_core.fence import AttemptFence, NoFence
 from livt_core.optim import (
     GradientStep,
     Precision,
@@ -80,6 +81,7 @@ class Recipe(abc.ABC):
         callbacks: Callback | None = None,
         resume: str | None = "auto",
         paths: PathPolicy | None = None,
+        fence: AttemptFence | None = None,
     ) -> None:
         if config.kind != self.kind:
             raise ConfigError("kind", f"{type(self).__name__} runs {self.kind}, not {config.kind}")
@@ -88,6 +90,8 @@ class Recipe(abc.ABC):
         self.callbacks = callbacks or Callback()
         self.resume = resume
         self.paths = paths
+        #: every write into ``output_dir`` goes through ``fence.writing()`` (job attempts)
+        self.fence: AttemptFence | NoFence = fence or NoFence()
         self.ctx = DistContext()
         self.history: list[dict[str, Any]] = []
         self.checkpoints: dict[str, str] = {}
@@ -109,7 +113,8 @@ class Recipe(abc.ABC):
         self.precision = resolve_precision(self.config.amp, self.device)
         if self.ctx.is_main:
             self.output_dir.mkdir(parents=True, exist_ok=True)
-            write_json(self.output_dir / CONFIG_FILE, self.config.model_dump(mode="json"))
+            with self.fence.writing():
+                write_json(self.output_dir / CONFIG_FILE, self.config.model_dump(mode="json"))
         logger.info(
             "%s run on %s (rank %d of %d, precision %s), output in %s",
             self.kind,
@@ -151,7 +156,8 @@ class Recipe(abc.ABC):
 
     def write_result(self, result: dict[str, Any]) -> None:
         if self.ctx.is_main:
-            write_json(self.output_dir / RESULTS_FILE, result)
+            with self.fence.writing():
+                write_json(self.output_dir / RESULTS_FILE, result)
         self.callbacks.on_result(result)
 
 
@@ -336,7 +342,8 @@ class TrainRecipe(Recipe):
             metrics["epoch_seconds"] = outcome.seconds
             self.history.append({"epoch": epoch, **metrics})
             if self.ctx.is_main:
-                write_json(self.output_dir / HISTORY_FILE, self.history)
+                with self.fence.writing():
+                    write_json(self.output_dir / HISTORY_FILE, self.history)
             logger.info(
                 "epoch %d/%d: %s",
                 epoch + 1,
@@ -366,7 +373,8 @@ class TrainRecipe(Recipe):
                 rng=rng_state(),
                 best=self.best,
             )
-            save_checkpoint(path, payload)
+            with self.fence.writing():
+                save_checkpoint(path, payload)
             self.callbacks.on_checkpoint(name, str(path), epoch)
         barrier(self.ctx)
         self.checkpoints[name] = str(path)

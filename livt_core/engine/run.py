@@ -17,6 +17,7 @@ from livt_core.engine.pretrain import PretrainRecipe
 from livt_core.engine.recipe import Recipe
 from livt_core.errors import LivtError, StopRequested
 from livt_core.events import Callback
+from livt_core.fence import AttemptFence
 from livt_core.paths import PathPolicy, confine_config_paths
 
 logger = logging.getLogger(__name__)
@@ -59,6 +60,7 @@ def run(
     callbacks: Callback | None = None,
     resume: str | None = "auto",
     paths: PathPolicy | None = None,
+    fence: AttemptFence | None = None,
 ) -> RunResult:
     """Runs one stage described by a validated ``config`` into ``output_dir``.
 
@@ -73,6 +75,8 @@ def run(
         paths: where the config's paths and the dataset's files must stay (the job service
             passes its roots); every path field is confined before anything is opened. None:
             no confinement (a local run by the owner of the files).
+        fence: the run is one attempt of a service job: it writes into ``output_dir`` only
+            while no later attempt has taken the folder over (``livt_core.fence``).
 
     Returns:
         The :class:`RunResult`; a stop request ends the run with status ``cancelled`` and the
@@ -85,7 +89,9 @@ def run(
     cbs = callbacks if callbacks is not None and env_rank() == 0 else Callback()
     if config.threads is not None:
         torch.set_num_threads(config.threads)
-    recipe = RECIPES[config.kind](config, output_dir, callbacks=cbs, resume=resume, paths=paths)
+    recipe = RECIPES[config.kind](
+        config, output_dir, callbacks=cbs, resume=resume, paths=paths, fence=fence
+    )
     status = "succeeded"
     result: dict[str, Any] = {}
     try:

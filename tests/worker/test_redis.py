@@ -6,10 +6,12 @@ Skipped, saying why, when Redis or PostgreSQL cannot be reached.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -229,3 +231,91 @@ def test_lost_worker_job_is_requeued_and_resumed_by_another_worker(
     assert resumed_at > 0
     assert sum("training process exited with status 0" in m for m in messages) == 1
     assert metric_epochs(http, job_id) == list(range(LONG_FINETUNE["epochs"]))
+
+
+def test_a_frozen_worker_is_fenced_off_and_the_job_succeeds_once(
+    deployment: Deployment, http: httpx.Client
+) -> None:
+    for worker in ("w-a", "w-b"):  # two live workers (an earlier test may have killed one)
+        if deployment.processes[worker].poll() is not None:
+            offset = len(deployment.log(worker))
+            deployment.start_worker(worker)
+            wait_until(
+                lambda w=worker, o=offset: " ready" in deployment.log(w)[o:],
+                timeout=120,
+                what=f"worker {worker} to restart",
+            )
+    # long enough that the frozen worker's child is still training when attempt 2 takes over
+    spec = {
+        **LONG_FINETUNE,
+        "epochs": 20,
+        "max_steps_per_epoch": 30,
+        "name": "prod-frozen-worker",
+    }
+    response = http.post("/jobs", json=spec)
+    assert response.status_code == 201, response.text
+    job_id = response.json()["id"]
+    run_dir = deployment.settings.job_artifact_dir(job_id)
+    wait_checkpoint(run_dir, timeout=300)
+    [old_child] = training_pids(log_messages(http, job_id))
+    [victim] = [a.worker_id for a in _attempts(deployment, job_id)]
+    name = victim.split("@")[0]
+    survivor = "w-b" if name == "w-a" else "w-a"
+    frozen = deployment.processes[name]
+
+    frozen.send_signal(signal.SIGSTOP)  # the worker freezes; its training child runs on
+    frozen_at = time.monotonic()
+    try:
+        running = wait_until(
+            lambda: (
+                (job := get_job(http, job_id))["attempt"] == 2
+                and job["status"] == "running"
+                and job
+            ),
+            timeout=120,
+            what="attempt 2 to run on the other worker",
+        )
+        requeued_after = time.monotonic() - frozen_at
+        assert running["status"] == "running"
+        wait_until(
+            lambda: resumed_epochs(log_messages(http, job_id)),
+            timeout=120,
+            what="attempt 2's child to resume training",
+        )
+        # attempt 2 owns the folder: the old child has stopped by itself (its worker is still
+        # frozen), so two trainings never share the folder
+        wait_until(
+            lambda: process_gone(old_child), timeout=5, what="the frozen worker's child to stop"
+        )
+        fenced_after = time.monotonic() - frozen_at
+    finally:
+        # the old worker resumes while attempt 2 trains
+        frozen.send_signal(signal.SIGCONT)
+
+    done = wait_status(http, job_id, TERMINAL, timeout=400)
+    assert (done["status"], done["attempt"]) == ("succeeded", 2), done["failure"]
+    assert {"many", "medium", "few", "overall"} <= set(done["result"])
+    attempts = _attempts(deployment, job_id)
+    assert [(a.number, a.outcome) for a in attempts] == [(1, "worker_lost"), (2, "succeeded")]
+    assert attempts[1].worker_id.split("@")[0] == survivor
+    epochs = list(range(spec["epochs"]))
+    assert metric_epochs(http, job_id) == epochs
+    history = json.loads((run_dir / "history.json").read_text())
+    assert [entry["epoch"] for entry in history] == epochs
+    messages = log_messages(http, job_id)
+    assert sum("training process exited with status 0" in m for m in messages) == 1
+    assert len(training_pids(messages)) == 2
+    [resumed_at] = resumed_epochs(messages)
+    assert 0 < resumed_at < spec["epochs"]  # the old child was stopped mid-way
+    # the resumed worker notices that it lost the job and leaves it alone
+    wait_until(
+        lambda: f"job {job_id}: ownership lost" in deployment.log(name),
+        timeout=60,
+        what="the resumed worker to give the job up",
+    )
+    after = get_job(http, job_id)
+    assert (after["status"], after["result"]) == ("succeeded", done["result"])
+    print(
+        f"frozen worker: requeued after {requeued_after:.1f} s, old child fenced off after "
+        f"{fenced_after:.1f} s, attempt 2 resumed at epoch {resumed_at}"
+    )

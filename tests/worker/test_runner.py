@@ -14,8 +14,14 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from livt_service.models import Job, Worker
-from livt_service.queue import RUN_JOB_TASK, celery_config, enqueue, get_celery_app
+from livt_service.models import Job, LogLine, Worker
+from livt_service.queue import (
+    RUN_JOB_TASK,
+    celery_config,
+    enqueue,
+    get_celery_app,
+    live_job_ids,
+)
 from livt_service.settings import Settings
 from livt_service.state import ClaimedJob
 from tests.worker.test_support import process_gone, wait_until
@@ -99,8 +105,10 @@ def test_single_process_command(tmp_path: Path) -> None:
     assert argv[:5] == [sys.executable, "-m", "livt_core", "train", "finetune"]
     assert argv[argv.index("--config") + 1] == str(tmp_path / "config.json")
     assert argv[argv.index("--output-dir") + 1] == str(tmp_path)
-    assert argv[argv.index("--events") + 1] == str(tmp_path / "events.jsonl")
-    assert argv[argv.index("--stop-file") + 1] == str(tmp_path / "STOP")
+    # the event stream and the stop signal are the attempt's own, and its writes are fenced
+    assert argv[argv.index("--events") + 1] == str(tmp_path / "attempts/1/events.jsonl")
+    assert argv[argv.index("--stop-file") + 1] == str(tmp_path / "attempts/1/STOP")
+    assert argv[argv.index("--attempt") + 1] == "1"
     assert argv[argv.index("--resume") + 1] == "auto"
     assert "--no-progress" in argv
 
@@ -205,3 +213,32 @@ def test_janitor_round_requeues_a_lost_job_and_beats(settings: Settings, db, mak
         assert session.get(Job, lost.id).status == "queued"
         assert session.scalars(select(Worker.id)).all() == ["w@host"]
     assert _next_message(lost.queue) == {"task": RUN_JOB_TASK, "args": [lost.id]}
+
+
+def test_live_job_ids_sees_waiting_messages_only(settings: Settings) -> None:
+    enqueue("j_waiting", settings.default_queue)
+    enqueue("j_taken", "other")
+    _next_message("other")  # delivered: no longer waiting in the embedded broker
+    assert live_job_ids([settings.default_queue, "other"]) == {"j_waiting"}
+
+
+def test_janitor_resends_a_queued_job_whose_message_was_lost(
+    settings: Settings, db, make_job
+) -> None:
+    old = datetime.now(UTC) - timedelta(minutes=5)
+    stranded = make_job(updated_at=old)  # queued, and the broker holds nothing for it
+    waiting = make_job(updated_at=old)
+    enqueue(waiting.id, waiting.queue)  # its message is still there: left alone
+    fresh = make_job()  # inside the grace period: the API may be sending it right now
+    later_stage = make_job(updated_at=old, depends_on=fresh.id)  # released by its predecessor
+    context = WorkerContext(worker_id="w@host", queues=["default"], devices=[])
+    janitor = Janitor(context, interval=60, lost_after=60, resend_grace=30)
+
+    assert janitor.tick() == [stranded.id]
+    assert janitor.tick() == []  # its message is live now (and its grace period restarted)
+    ids = {_next_message("default")["args"][0] for _ in range(2)}
+    assert ids == {stranded.id, waiting.id}
+    with db() as session:
+        messages = session.scalars(select(LogLine.message).where(LogLine.job_id == stranded.id))
+        assert any("no message in the broker" in m for m in messages)
+    assert later_stage.status == "queued"

@@ -1,0 +1,139 @@
+"""The run observer on its own: events and output lines in, database batches and the job's
+outcome out. No process, no database."""
+
+from __future__ import annotations
+
+import signal
+
+import pytest
+
+from livt_service.state import LogRecord
+from worker.observer import RunObserver, output_record
+
+STEP = {
+    "type": "step", "epoch": 1, "epochs": 3, "step": 2, "steps": 4, "global_step": 6,
+    "loss": 0.5, "lr": 1e-3, "images_per_sec": 100.0, "eta_seconds": 9.0, "time": 1.0,
+}  # fmt: skip
+RESULT = {"many": 90.0, "medium": 60.0, "few": 30.0, "overall": 60.0}
+
+
+def _finished_run() -> RunObserver:
+    observer = RunObserver("/runs/j1")
+    observer.on_events(
+        [
+            {"type": "start", "epochs": 3, "start_epoch": 0, "steps_per_epoch": 4},
+            STEP,
+            {"type": "epoch", "epoch": 0, "metrics": {"train_loss": 1.0}},
+            {"type": "checkpoint", "name": "last", "path": "/runs/j1/checkpoint-last.pth"},
+            {"type": "result", "result": RESULT},
+            {"type": "end", "status": "succeeded"},
+        ]
+    )
+    return observer
+
+
+def test_events_and_lines_become_one_batch() -> None:
+    observer = _finished_run()
+    observer.on_line(LogRecord("epoch 1/3: train_loss 1.0"))
+    batch = observer.take_batch()
+    assert batch.progress["global_step"] == 6 and "time" not in batch.progress
+    assert batch.metrics == {0: {"train_loss": 1.0}}
+    assert batch.artifact_names == {"checkpoint-last.pth"}
+    assert batch.artifact_dir == "/runs/j1"
+    messages = [r.message for r in batch.logs]
+    assert messages == ["run started: 3 epochs of 4 steps", "epoch 1/3: train_loss 1.0"]
+    assert observer.take_batch().empty()
+
+
+def test_a_batch_that_could_not_be_written_goes_back_in_front() -> None:
+    observer = RunObserver("/runs/j1")
+    observer.on_line(LogRecord("first"))
+    observer.on_event({"type": "epoch", "epoch": 0, "metrics": {"train_loss": 2.0}})
+    failed = observer.take_batch()
+    observer.on_line(LogRecord("second"))
+    observer.on_event({"type": "epoch", "epoch": 1, "metrics": {"train_loss": 1.0}})
+    observer.put_back(failed)
+    batch = observer.take_batch()
+    assert [r.message for r in batch.logs] == ["first", "second"]
+    assert sorted(batch.metrics) == [0, 1]
+
+
+def test_an_earlier_attempts_history_becomes_metric_points_again() -> None:
+    observer = RunObserver("/runs/j1")
+    observer.on_history([{"epoch": 0, "train_loss": 2.0}, {"epoch": 1, "train_loss": 1.5}, "x"])
+    observer.on_event({"type": "start", "epochs": 3, "start_epoch": 2, "steps_per_epoch": 4})
+    batch = observer.take_batch()
+    assert batch.metrics == {0: {"train_loss": 2.0}, 1: {"train_loss": 1.5}}
+    assert "continuing at epoch 2 of 3" in batch.logs[0].message
+
+
+def test_output_lines_keep_their_level_and_are_cut() -> None:
+    assert output_record("2026 ERROR something broke\n", "INFO").level == "ERROR"
+    assert output_record("plain line", "WARNING").level == "WARNING"
+    assert output_record("   \n", "INFO") is None
+    assert len(output_record("x" * 10_000, "INFO").message) == 4000
+
+
+def test_a_clean_exit_succeeds_with_the_results_file() -> None:
+    observer = _finished_run()
+    conclusion = observer.conclude(0, None, results_file={"overall": 61.0})
+    assert conclusion.action == "finish"
+    assert conclusion.outcome.status == "succeeded"
+    assert conclusion.outcome.result == {"overall": 61.0}
+    assert observer.conclude(0, None).outcome.result == RESULT  # the event when no file
+
+
+@pytest.mark.parametrize("stopped", ["cancel", "shutdown", None])
+@pytest.mark.parametrize("returncode", [-signal.SIGTERM, -signal.SIGKILL, 3])
+def test_a_run_that_reported_success_succeeds_however_it_was_stopped(
+    stopped: str | None, returncode: int
+) -> None:
+    # the run wrote its result and `end: succeeded`, then a cancel (or shutdown) arrived while
+    # the process was still exiting, and the supervisor had to kill it: the result wins
+    conclusion = _finished_run().conclude(returncode, stopped)
+    assert conclusion.action == "finish"
+    assert (conclusion.outcome.status, conclusion.outcome.result) == ("succeeded", RESULT)
+
+
+def test_a_cancelled_run_is_cancelled_and_a_shut_down_one_requeued() -> None:
+    observer = RunObserver("/runs/j1")
+    observer.on_event(STEP)
+    cancelled = observer.conclude(3, "cancel")
+    assert (cancelled.action, cancelled.outcome.status) == ("finish", "cancelled")
+    assert cancelled.outcome.progress["step"] == 2
+    assert observer.conclude(-signal.SIGTERM, "shutdown").action == "requeue"
+
+
+def test_a_lost_job_is_left_alone_even_after_success() -> None:
+    assert _finished_run().conclude(0, "lost").action == "leave"
+
+
+def test_a_typed_error_event_is_the_failure() -> None:
+    observer = RunObserver("/runs/j1")
+    observer.on_events(
+        [
+            {"type": "error", "reason": "non_finite_loss", "message": "loss is nan"},
+            {"type": "end", "status": "failed"},
+        ]
+    )
+    outcome = observer.conclude(5, None).outcome
+    assert (outcome.status, outcome.reason, outcome.message) == (
+        "failed",
+        "non_finite_loss",
+        "loss is nan",
+    )
+    assert observer.take_batch().logs[0].level == "ERROR"
+
+
+def test_a_crash_quotes_the_last_output_lines() -> None:
+    observer = RunObserver("/runs/j1", tail_lines=2)
+    for line in ("one", "two", "Traceback: boom"):
+        observer.on_line(LogRecord(line))
+    outcome = observer.conclude(1, None).outcome
+    assert outcome.reason == "internal"
+    assert outcome.message.endswith("two\nTraceback: boom") and "one" not in outcome.message
+
+
+def test_an_unrequested_stop_is_an_internal_failure() -> None:
+    outcome = RunObserver("/runs/j1").conclude(3, None).outcome
+    assert (outcome.status, outcome.reason) == ("failed", "internal")
