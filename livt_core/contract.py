@@ -10,7 +10,10 @@ its client, the ``livt train`` command): every name both sides must agree on, de
 Channels between a training child and the worker, one per piece of data: progress, per-epoch
 metrics, checkpoints, the result and a typed failure travel as events in ``events.jsonl``;
 output lines travel on stdout/stderr; cancellation travels the other way as the stop file. The
-other files of the run folder are artifacts for people and for resuming, not messages.
+other files of the run folder (``history.json``, ``results.json``, checkpoints) are artifacts
+for people and for the engine's own resuming, not messages: the worker reads none of them. A
+resumed run therefore repeats the ``epoch`` events of the epochs it continues after (from its
+history) right after ``start``.
 
 This module imports neither torch nor anything of the service, so that every layer can use it.
 """
@@ -113,6 +116,9 @@ class StepEvent(TypedDict):
 
 
 class EpochEvent(TypedDict):
+    """One per trained epoch; a resumed run first repeats those of the epochs before its
+    ``start_epoch`` (from the history it resumed), right after ``start``."""
+
     type: Literal["epoch"]
     time: float
     epoch: int

@@ -4,7 +4,10 @@
 keeps the pending :class:`~livt_service.state.FlushBatch` (progress, metric points, log lines,
 artifacts) that the supervisor (:class:`worker.runner.JobRunner`) writes about once a second.
 When the process has ended, :meth:`RunObserver.conclude` decides the job's outcome from the exit
-status, why the supervisor stopped it (if it did) and what the run reported. A run that reported
+status, why the supervisor stopped it (if it did) and what the run reported. The observer learns
+each piece of data from one channel only (``livt_core.contract``): metrics from ``epoch`` events
+(a resumed run repeats those of its earlier epochs), the result from the ``result`` event; it
+reads no file of the run folder. A run that reported
 its final ``end: succeeded`` has finished its work: it succeeds even when a cancel, a shutdown or
 a slow exit made the supervisor kill the process afterwards.
 """
@@ -128,15 +131,6 @@ class RunObserver:
         for record in records:
             self.on_line(record)
 
-    def on_history(self, entries: Any) -> None:
-        """The ``history.json`` an earlier attempt left: its epochs are metric points again (the
-        resumed run continues after them)."""
-        for entry in entries if isinstance(entries, list) else []:
-            if isinstance(entry, dict) and isinstance(entry.get("epoch"), int):
-                self.batch.metrics[entry["epoch"]] = {
-                    k: v for k, v in entry.items() if k != "epoch"
-                }
-
     def on_event(self, event: dict[str, Any]) -> None:
         """One record of the run's event stream."""
         kind = event.get("type")
@@ -196,23 +190,16 @@ class RunObserver:
         """The run reported its final ``end: succeeded``: its work and result are complete."""
         return self.end_status == "succeeded"
 
-    def conclude(
-        self,
-        returncode: int,
-        stopped: StopReason | None,
-        results_file: dict[str, Any] | None = None,
-    ) -> Conclusion:
-        """The outcome of the run that exited with ``returncode``.
-
-        Args:
-            stopped: why the supervisor stopped the run, if it did.
-            results_file: the content of ``results.json`` (it wins over the result event).
-        """
+    def conclude(self, returncode: int, stopped: StopReason | None) -> Conclusion:
+        """The outcome of the run that exited with ``returncode``; ``stopped``: why the
+        supervisor stopped the run, if it did. A success's result is the run's ``result``
+        event (the one channel of the result; ``results.json`` is an artifact)."""
         if stopped == "lost":
             return Conclusion("leave")
         if returncode == 0 or self.finished:
-            result = results_file if results_file is not None else self.result_event
-            return Conclusion("finish", Finish("succeeded", result=result, progress=self.progress))
+            return Conclusion(
+                "finish", Finish("succeeded", result=self.result_event, progress=self.progress)
+            )
         if stopped == "shutdown":
             return Conclusion("requeue")
         if stopped == "cancel":

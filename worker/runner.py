@@ -254,14 +254,8 @@ class JobRunner:
         events = self.files.events
         self.events_offset = events.stat().st_size if events.exists() else 0
         if (self.run_dir / contract.LAST_CHECKPOINT).is_file():
+            # the resumed run repeats the epoch events of the epochs it continues after
             self.log(f"found {contract.LAST_CHECKPOINT} of an earlier attempt in {self.run_dir}")
-            history = self.run_dir / contract.HISTORY_FILE
-            if history.is_file():
-                try:
-                    entries = json.loads(history.read_text(encoding="utf-8"))
-                except (OSError, json.JSONDecodeError):
-                    entries = []
-                self.observer.on_history(entries)
         return True
 
     def _nproc(self) -> int:
@@ -435,7 +429,7 @@ class JobRunner:
         if why != "lost":
             level = "INFO" if rc == 0 else "WARNING"
             self.log(f"training process exited with status {rc}", level)
-        conclusion = self.observer.conclude(rc, why, self._results_file())
+        conclusion = self.observer.conclude(rc, why)
         return self._apply(conclusion)
 
     def _apply(self, conclusion: Conclusion) -> str:
@@ -454,18 +448,6 @@ class JobRunner:
             return state.job_status(self.job.id) or "unknown"
         except SQLAlchemyError:
             return "unknown"
-
-    def _results_file(self) -> dict[str, Any] | None:
-        path = self.run_dir / contract.RESULTS_FILE
-        if path.is_file():
-            try:
-                return json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, json.JSONDecodeError) as exc:
-                self.log(
-                    f"{contract.RESULTS_FILE} is unreadable ({exc}); using the result event",
-                    "WARNING",
-                )
-        return None
 
     def _write_pending(self) -> None:
         deadline = time.monotonic() + FINAL_WRITE_PATIENCE

@@ -315,6 +315,11 @@ class TrainRecipe(Recipe):
                 "world_size": self.ctx.world_size,
             }
         )
+        # a resumed run first reports the epochs it continues after, from its history, so that
+        # the event stream alone carries every epoch's metrics (``livt_core.contract``)
+        for entry in self.history:
+            earlier = {k: v for k, v in entry.items() if k != "epoch"}
+            self.callbacks.on_epoch_end(int(entry["epoch"]), earlier)
         for epoch in range(self.start_epoch, cfg.epochs):
             self.sampler.set_epoch(epoch)
             outcome = train_one_epoch(

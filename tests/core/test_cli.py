@@ -183,7 +183,11 @@ def test_pretrain_finetune_evaluate_on_the_bundled_fashion_mnist_lt(tmp_path):
     assert last.read_bytes() == before
     events = _events(pre / "events.jsonl")  # appended to the first run's stream
     assert [e["status"] for e in events if e["type"] == "end"] == ["succeeded", "cancelled"]
-    assert events[-2]["type"] == "start" and events[-2]["start_epoch"] == 2
+    start = max(i for i, e in enumerate(events) if e["type"] == "start")
+    assert events[start]["start_epoch"] == 2
+    # it repeats the events of the epochs it continues after, then stops before its first step
+    after = [(e["type"], e.get("epoch")) for e in events[start + 1 :]]
+    assert after == [("epoch", 0), ("epoch", 1), ("end", None)]
 
 
 def test_invalid_config_exits_2_naming_each_field(tmp_path, capsys):

@@ -190,8 +190,27 @@ def test_stop_request_keeps_the_last_checkpoint_intact(tmp_path):
     again = run(config, tmp_path, callbacks=stopping)
     assert again.status == "cancelled"
     assert last.read_bytes() == before
-    assert stopping.kinds() == ["start", "end"]
+    # the resumed run repeats epoch 0's event, then stops before its first step
+    assert stopping.kinds() == ["start", "epoch", "end"]
     assert not (tmp_path / "results.json").exists()
+
+
+def test_a_resumed_run_first_repeats_the_epoch_events_it_continues_after(tmp_path):
+    # the event stream is the one channel of the metrics: a new attempt's stream carries the
+    # epochs of the earlier one too, as its history restored them
+    config = _pretrain(epochs=3)
+    first = Recorder(stop_after_epoch=0)
+    assert run(config, tmp_path, callbacks=first).status == "cancelled"
+    second = Recorder()
+    assert run(config, tmp_path, callbacks=second).status == "succeeded"
+    assert second.kinds()[:3] == ["start", "epoch", "step"]
+    assert second.events[0][1]["start_epoch"] == 1
+    epochs = [value for kind, value in second.events if kind == "epoch"]
+    assert [epoch for epoch, _ in epochs] == [0, 1, 2]
+    [earlier] = [value for kind, value in first.events if kind == "epoch"]
+    assert epochs[0] == earlier
+    history = json.loads((tmp_path / "history.json").read_text())
+    assert [{"epoch": epoch, **metrics} for epoch, metrics in epochs] == history
 
 
 def test_pretrain_resume_none_starts_afresh(tmp_path):

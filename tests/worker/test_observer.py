@@ -58,13 +58,23 @@ def test_a_batch_that_could_not_be_written_goes_back_in_front() -> None:
     assert sorted(batch.metrics) == [0, 1]
 
 
-def test_an_earlier_attempts_history_becomes_metric_points_again() -> None:
+def test_a_resumed_runs_repeated_epoch_events_are_its_earlier_metric_points() -> None:
+    # a resumed run repeats the epoch events of the epochs it continues after: the stream is
+    # the one channel of the metrics, the observer reads no history file
     observer = RunObserver("/runs/j1")
-    observer.on_history([{"epoch": 0, "train_loss": 2.0}, {"epoch": 1, "train_loss": 1.5}, "x"])
-    observer.on_event({"type": "start", "epochs": 3, "start_epoch": 2, "steps_per_epoch": 4})
+    observer.on_events(
+        [
+            {"type": "start", "epochs": 3, "start_epoch": 2, "steps_per_epoch": 4},
+            {"type": "epoch", "epoch": 0, "metrics": {"train_loss": 2.0}},
+            {"type": "epoch", "epoch": 1, "metrics": {"train_loss": 1.5}},
+            {"type": "epoch", "epoch": "x", "metrics": {"train_loss": 9.0}},
+            STEP,
+        ]
+    )
     batch = observer.take_batch()
     assert batch.metrics == {0: {"train_loss": 2.0}, 1: {"train_loss": 1.5}}
     assert "continuing at epoch 2 of 3" in batch.logs[0].message
+    assert not hasattr(observer, "on_history")
 
 
 def test_output_lines_keep_their_level_and_are_cut() -> None:
@@ -74,13 +84,21 @@ def test_output_lines_keep_their_level_and_are_cut() -> None:
     assert len(output_record("x" * 10_000, "INFO").message) == 4000
 
 
-def test_a_clean_exit_succeeds_with_the_results_file() -> None:
-    observer = _finished_run()
-    conclusion = observer.conclude(0, None, results_file={"overall": 61.0})
+def test_a_clean_exit_succeeds_with_the_result_event() -> None:
+    conclusion = _finished_run().conclude(0, None)
     assert conclusion.action == "finish"
     assert conclusion.outcome.status == "succeeded"
-    assert conclusion.outcome.result == {"overall": 61.0}
-    assert observer.conclude(0, None).outcome.result == RESULT  # the event when no file
+    assert conclusion.outcome.result == RESULT
+    # the result event is the one channel of the result: there is no file to pass in
+    with pytest.raises(TypeError):
+        _finished_run().conclude(0, None, results_file={"overall": 61.0})  # type: ignore[call-arg]
+
+
+def test_a_clean_exit_without_a_result_event_has_no_result() -> None:
+    observer = RunObserver("/runs/j1")
+    observer.on_events([{"type": "end", "status": "succeeded"}])
+    outcome = observer.conclude(0, None).outcome
+    assert (outcome.status, outcome.result) == ("succeeded", None)
 
 
 @pytest.mark.parametrize("stopped", ["cancel", "shutdown", None])
