@@ -164,6 +164,8 @@ class Job(Base):
     queue: Mapped[str] = mapped_column(String(100))
     gpus: Mapped[int] = mapped_column(Integer, default=1)
     idempotency_key: Mapped[str | None] = mapped_column(String(200))
+    #: SHA-256 of the canonical request that created the job (``api.services.idempotency``).
+    request_hash: Mapped[str | None] = mapped_column(String(64))
     pipeline_id: Mapped[str | None] = mapped_column(
         ForeignKey("pipelines.id", ondelete="SET NULL"), index=True
     )

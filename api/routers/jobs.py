@@ -45,6 +45,7 @@ STREAM_KEEPALIVE_SECONDS = 15.0
     status_code=status.HTTP_201_CREATED,
     responses={
         200: {"model": JobPublic, "description": "the existing job of a repeated idempotency_key"},
+        409: {"description": "the idempotency_key was used for a different request"},
         503: {"description": "the broker is unreachable; the job was marked failed"},
         **_VALIDATION,
     },
