@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 import livt_core
 from api.db import get_engine, upgrade_database
 from api.errors import NotFoundError, install_error_handlers
-from api.routers import datasets, health, jobs, metrics, pipelines, presets
+from api.routers import datasets, health, jobs, metrics, pipelines, presets, tokens
 from api.services.users import ensure_token
 from api.settings import Settings, get_settings
 from api.telemetry import MetricsMiddleware, Telemetry
@@ -72,7 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.telemetry = Telemetry(session_factory, settings.worker_lost_seconds)
     app.add_middleware(MetricsMiddleware, telemetry=app.state.telemetry)
     install_error_handlers(app)
-    for module in (jobs, pipelines, datasets, presets, health, metrics):
+    for module in (jobs, pipelines, datasets, presets, tokens, health, metrics):
         app.include_router(module.router)
 
     @app.get("/", include_in_schema=False, response_model=None)

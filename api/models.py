@@ -110,7 +110,10 @@ class User(Base):
 
 
 class ApiToken(Base):
-    """An API token; only its SHA-256 hash is stored, ``prefix`` identifies it to people."""
+    """An API token; only its SHA-256 hash is stored, ``prefix`` identifies it to people.
+
+    It works until ``revoked_at`` is set or ``expires_at`` (when set) has passed.
+    """
 
     __tablename__ = "api_tokens"
 
@@ -121,8 +124,17 @@ class ApiToken(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_used_at: Mapped[datetime | None]
     revoked_at: Mapped[datetime | None]
+    expires_at: Mapped[datetime | None]
 
     user: Mapped[User] = relationship(back_populates="tokens")
+
+    def status(self, now: datetime | None = None) -> str:
+        """``revoked``, ``expired`` or ``active``."""
+        if self.revoked_at is not None:
+            return "revoked"
+        if self.expires_at is not None and self.expires_at <= (now or utcnow()):
+            return "expired"
+        return "active"
 
 
 class Pipeline(Base):

@@ -14,7 +14,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from livt_core.errors import ConfigError
@@ -52,6 +52,11 @@ class Settings(BaseSettings):
     worker_lost_seconds: float = Field(60.0, gt=0)
     bootstrap_token: str | None = Field(
         None, description="if set, an admin token with this value exists once the API starts"
+    )
+    metrics_token: SecretStr | None = Field(
+        None,
+        min_length=16,
+        description="a bearer token that may read /metrics only (for Prometheus); unset: admins only",
     )
     log_stream_poll_seconds: float = Field(
         1.0, gt=0, description="how often the log stream looks for new lines"
