@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from api.models import User
 from api.services.jobs import Enqueue
-from api.services.users import TokenRejected, authenticate
+from api.services.users import MISSING_TOKEN, TokenRejected, authenticate
 from api.settings import Settings
 
 
@@ -31,12 +31,6 @@ SessionDep = Annotated[Session, Depends(get_session)]
 
 _bearer = HTTPBearer(
     auto_error=False, description="an API token: `livt token create --name NAME` prints one"
-)
-
-
-MISSING_TOKEN = (
-    "missing API token; send 'Authorization: Bearer <token>' (create a token with "
-    "`livt token create --name NAME`)"
 )
 
 

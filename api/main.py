@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 import livt_core
 from api.db import get_engine, upgrade_database
 from api.errors import NotFoundError, install_error_handlers
+from api.request_limits import BodyLimits, RequestGuard
 from api.routers import datasets, health, jobs, metrics, pipelines, presets, tokens
 from api.services.users import ensure_token
 from api.settings import Settings, get_settings
@@ -70,6 +71,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.engine = engine
     app.state.sessionmaker = session_factory
     app.state.telemetry = Telemetry(session_factory, settings.worker_lost_seconds)
+    limits = BodyLimits(
+        max_bytes=settings.max_body_bytes,
+        max_json_depth=settings.max_json_depth,
+        max_json_keys=settings.max_json_keys,
+        max_json_items=settings.max_json_items,
+    )
+    # added first, so it runs inside the metrics middleware, which counts what it refuses
+    app.add_middleware(RequestGuard, limits=limits, session_factory=session_factory)
     app.add_middleware(MetricsMiddleware, telemetry=app.state.telemetry)
     install_error_handlers(app)
     for module in (jobs, pipelines, datasets, presets, tokens, health, metrics):

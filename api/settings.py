@@ -58,6 +58,20 @@ class Settings(BaseSettings):
         min_length=16,
         description="a bearer token that may read /metrics only (for Prometheus); unset: admins only",
     )
+    max_body_bytes: int = Field(
+        1024 * 1024,
+        ge=1024,
+        description="largest request body accepted (413 above it, before it is read)",
+    )
+    max_json_depth: int = Field(
+        32, ge=4, le=1000, description="deepest nesting of a JSON body (422 beyond it)"
+    )
+    max_json_keys: int = Field(
+        10_000, ge=100, description="most object keys in a JSON body, all levels together (422)"
+    )
+    max_json_items: int = Field(
+        10_000, ge=100, description="most array items in a JSON body, all levels together (422)"
+    )
     log_stream_poll_seconds: float = Field(
         1.0, gt=0, description="how often the log stream looks for new lines"
     )

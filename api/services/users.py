@@ -25,6 +25,11 @@ logger = logging.getLogger(__name__)
 
 TOKEN_PREFIX = "livt_"
 USER_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,99}$")
+#: The 401 message for a request without a bearer token.
+MISSING_TOKEN = (
+    "missing API token; send 'Authorization: Bearer <token>' (create a token with "
+    "`livt token create --name NAME`)"
+)
 #: ``last_used_at`` is written at most this often per token, not on every request.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 
