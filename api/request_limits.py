@@ -73,6 +73,8 @@ class BodyRejected(Exception):
 # instead of being retried at every later quote, so the scan is linear in the body size.
 _JSON_TOKENS = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"?\s*:?|[\[\]{}]', re.DOTALL)
 _QUOTE, _COLON, _OPEN_OBJECT, _OPEN_ARRAY = 0x22, 0x3A, 0x7B, 0x5B
+#: Bodies up to this size are scanned on the event loop (well under a millisecond).
+_SCAN_IN_THREAD_ABOVE = 64 * 1024
 
 
 def _over(limit: int, what: str, setting: str, fix: str, type_: str) -> BodyRejected:
@@ -255,7 +257,10 @@ class RequestGuard:
             if body is None:
                 return  # the client went away
             if _is_json(headers.get("content-type", "")):
-                await anyio.to_thread.run_sync(check_json_shape, body, self.limits)
+                if len(body) < _SCAN_IN_THREAD_ABOVE:
+                    check_json_shape(body, self.limits)
+                else:  # a long scan must not hold the event loop
+                    await anyio.to_thread.run_sync(check_json_shape, body, self.limits)
         except BodyRejected as exc:
             if exc.status == 413:
                 # the rest of the body is not read: the connection cannot carry another request

@@ -71,7 +71,8 @@ def main() -> int:
                 time.sleep(0.5)  # and a little after the answer
             print(
                 f"| {label} | {len(body) / 1e6:.1f} MB, {keys:,} keys | {response.status} | "
-                f"{response.seconds:.2f} s | {response.sent / 1e6:.2f} MB | {watch.worst:.3f} s | "
+                f"{response.seconds:.2f} s | {response.sent / 1e6:.2f} MB | "
+                f"{watch.worst:.3f} s ({len(watch.latencies)} polls) | "
                 f"{_peak_rss_mb(server.process.pid):.0f} MB |"
             )
         if "normal" in cases:

@@ -226,6 +226,20 @@ def test_public_paths_skip_the_token_check_but_not_the_size_limit(small_limits):
 
 
 @SQLITE_ONLY
+def test_a_database_outage_is_left_to_the_route_and_the_size_limit_still_holds(settings, tmp_path):
+    folder = tmp_path / "not-a-database"
+    folder.mkdir()
+    broken = settings.model_copy(update={"database_url": f"sqlite:///{folder}"})
+    client = TestClient(create_app(broken), raise_server_exceptions=False)  # no lifespan
+    headers = {"Authorization": "Bearer livt_some-token"}
+    # the token cannot be checked: that is not reported as a bad token
+    small = client.post("/jobs", json=PRETRAIN, headers=headers)
+    assert small.status_code != 401
+    oversize = client.post("/jobs", content=b"[" + b"0," * MIB + b"0]", headers=headers)
+    assert oversize.status_code == 413
+
+
+@SQLITE_ONLY
 @pytest.mark.parametrize(
     "settings_value",
     [{"max_body_bytes": 10}, {"max_json_depth": 1}, {"max_json_keys": 0}, {"max_json_items": 5}],
