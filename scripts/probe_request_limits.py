@@ -3,8 +3,9 @@
 Starts ``livt serve --no-worker`` on a temporary data directory and sends ``POST /jobs`` bodies of
 many keys (``--keys`` 3 000 000: 51 MB) without a token, with one, and chunked, and a spec whose
 ``data.mean`` holds ``--items`` bad list items, while a thread polls ``/healthz``. For each case
-it prints the answer, the time to it and its size, how much of the body had been sent by then, the slowest ``/healthz`` answer meanwhile and the server's peak memory (VmHWM).
-Run from the repository root:
+it prints the answer, the time to it and its size, how much of the body had been sent by then,
+the slowest ``/healthz`` answer meanwhile and the server's peak memory (VmHWM). Run from the
+repository root:
 
     python -m scripts.probe_request_limits --keys 3000000
 
