@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Iterator
 from typing import Annotated
 
@@ -10,7 +11,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from api.services.jobs import Enqueue
-from api.services.users import authenticate
+from api.services.users import MISSING_TOKEN, TokenRejected, authenticate
 from livt_service.models import User
 from livt_service.settings import Settings
 
@@ -43,21 +44,46 @@ def get_current_user(
     session: SessionDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> User:
-    """The owner of the request's bearer token; 401 without one or with an unknown one."""
+    """The owner of the request's bearer token; 401 without one or with an unknown, revoked
+    or expired one."""
     if credentials is None:
-        raise _unauthorized(
-            "missing API token; send 'Authorization: Bearer <token>' (create a token with "
-            "`livt token create --name NAME`)"
-        )
-    user = authenticate(session, credentials.credentials)
-    if user is None:
-        raise _unauthorized(
-            "invalid or revoked API token; create a new one with `livt token create`"
-        )
-    return user
+        raise _unauthorized(MISSING_TOKEN)
+    try:
+        return authenticate(session, credentials.credentials)
+    except TokenRejected as exc:
+        raise _unauthorized(str(exc)) from None
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]
+
+
+def require_metrics_access(
+    session: SessionDep,
+    settings: SettingsDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> None:
+    """``/metrics`` shows service-wide counts: the metrics token (``LIVT_METRICS_TOKEN``) or an
+    admin's token; 401 without a valid token, 403 for a user who is not an admin."""
+    if credentials is None:
+        raise _unauthorized(MISSING_TOKEN)
+    expected = settings.metrics_token
+    if expected is not None and hmac.compare_digest(
+        credentials.credentials.encode(), expected.get_secret_value().encode()
+    ):
+        return
+    user = get_current_user(session, credentials)
+    if not user.is_admin:
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            detail=(
+                "/metrics shows service-wide counts and is open to admins and the metrics token "
+                "only; scrape it with LIVT_METRICS_TOKEN, or use an admin token "
+                "(`livt token create --admin`)"
+            ),
+        )
+
+
+MetricsAccess = Depends(require_metrics_access)
 
 
 def get_enqueuer() -> Enqueue:

@@ -42,6 +42,10 @@ DATABASE_UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
     PoolTimeoutError,
 )
 
+#: A 422 lists at most this many problems (a long list of bad items would otherwise make an
+#: answer of megabytes); one more entry says how many were left out.
+MAX_REPORTED_ERRORS = 50
+
 
 @dataclass(frozen=True)
 class FieldError:
@@ -136,8 +140,28 @@ def _request_loc(loc: Sequence[Any], type_: str) -> list[Any]:
     return out
 
 
+def _bounded(detail: list[dict[str, Any]], total: int | None = None) -> list[dict[str, Any]]:
+    """The first :data:`MAX_REPORTED_ERRORS` of ``detail`` and a line counting the rest
+    (``total``: how many there were, when ``detail`` holds only the first ones)."""
+    total = len(detail) if total is None else total
+    if total <= MAX_REPORTED_ERRORS:
+        return detail
+    left_out = total - MAX_REPORTED_ERRORS
+    return [
+        *detail[:MAX_REPORTED_ERRORS],
+        {
+            "loc": ["body"],
+            "msg": f"and {left_out} more problems like these; fix the ones above and send again",
+            "type": "more_errors",
+        },
+    ]
+
+
 async def _service_error(_request: Request, exc: ServiceError) -> JSONResponse:
-    return JSONResponse({"detail": jsonable_encoder(exc.detail)}, status_code=exc.status_code)
+    detail = exc.detail
+    if isinstance(exc, InvalidInputError):
+        detail = _bounded(detail)
+    return JSONResponse({"detail": jsonable_encoder(detail)}, status_code=exc.status_code)
 
 
 def database_unavailable_response() -> JSONResponse:
@@ -160,7 +184,8 @@ async def _database_unavailable(_request: Request, exc: Exception) -> JSONRespon
 
 async def _request_validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
     detail = []
-    for error in exc.errors():
+    errors = exc.errors()
+    for error in errors[:MAX_REPORTED_ERRORS]:
         type_ = str(error.get("type"))
         msg = str(error.get("msg", "invalid value"))
         fix = _FIXES.get(type_)
@@ -168,6 +193,7 @@ async def _request_validation_error(_request: Request, exc: RequestValidationErr
             msg = f"{msg}; {fix}"
         loc = _request_loc(error.get("loc", ()), type_)
         detail.append({"loc": loc, "msg": msg, "type": type_})
+    detail = _bounded(detail, len(errors))
     return JSONResponse({"detail": jsonable_encoder(detail)}, status_code=422)
 
 

@@ -20,7 +20,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 import livt_core
 from api.errors import NotFoundError, install_error_handlers
-from api.routers import datasets, health, jobs, metrics, pipelines, presets
+from api.request_limits import BodyLimits, RequestGuard
+from api.routers import datasets, health, jobs, metrics, pipelines, presets, tokens
 from api.services.users import ensure_token
 from api.telemetry import MetricsMiddleware, Telemetry
 from livt_service.db import get_engine, upgrade_database
@@ -70,9 +71,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.engine = engine
     app.state.sessionmaker = session_factory
     app.state.telemetry = Telemetry(session_factory, settings.worker_lost_seconds)
+    limits = BodyLimits(
+        max_bytes=settings.max_body_bytes,
+        max_json_depth=settings.max_json_depth,
+        max_json_keys=settings.max_json_keys,
+        max_json_items=settings.max_json_items,
+    )
+    # added first, so it runs inside the metrics middleware, which counts what it refuses
+    app.add_middleware(RequestGuard, limits=limits, session_factory=session_factory)
     app.add_middleware(MetricsMiddleware, telemetry=app.state.telemetry)
     install_error_handlers(app)
-    for module in (jobs, pipelines, datasets, presets, health, metrics):
+    for module in (jobs, pipelines, datasets, presets, tokens, health, metrics):
         app.include_router(module.router)
 
     @app.get("/", include_in_schema=False, response_model=None)

@@ -445,6 +445,48 @@ class PresetList(BaseModel):
     datasets: list[str] = Field(description="dataset types (data.dataset)")
 
 
+# --------------------------------------------------------------------------------------------
+# tokens
+
+TokenStatus = Literal["active", "expired", "revoked"]
+
+
+class TokenPublic(BaseModel):
+    """An API token as people see it: never its value or hash, ``prefix`` tells it apart."""
+
+    id: int
+    user: str
+    prefix: str
+    status: TokenStatus
+    created_at: datetime
+    last_used_at: datetime | None
+    expires_at: datetime | None
+    revoked_at: datetime | None
+
+    @classmethod
+    def from_token(cls, token: models.ApiToken) -> TokenPublic:
+        return cls(
+            id=token.id,
+            user=token.user.name,
+            prefix=token.prefix,
+            status=token.status(),  # type: ignore[arg-type]
+            created_at=token.created_at,
+            last_used_at=token.last_used_at,
+            expires_at=token.expires_at,
+            revoked_at=token.revoked_at,
+        )
+
+
+class TokenList(BaseModel):
+    items: list[TokenPublic]
+
+
+class ErrorMessage(BaseModel):
+    """An error answer whose ``detail`` is one sentence naming the problem and the fix."""
+
+    detail: str
+
+
 class Health(BaseModel):
     status: Literal["ok"] = "ok"
 

@@ -341,6 +341,24 @@ class Pipeline:
     jobs: list[Job]
 
 
+@dataclass(frozen=True)
+class Token:
+    """An API token as the service shows it: never its value; ``prefix`` tells it apart."""
+
+    id: int
+    user: str
+    prefix: str
+    status: str  # active | expired | revoked
+    created_at: datetime | None = None
+    last_used_at: datetime | None = None
+    expires_at: datetime | None = None
+    revoked_at: datetime | None = None
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Token:
+        return _decode(cls, data)
+
+
 class LivtClient:
     """Talks to one LiVT job service.
 
@@ -567,6 +585,20 @@ class LivtClient:
         if root is not None:
             body["root"] = root
         return Dataset.from_json(self._request("POST", "/datasets", json=body))
+
+    # tokens --------------------------------------------------------------------------------
+
+    def tokens(self, *, user: str | None = None, status: str | None = None) -> list[Token]:
+        """Your API tokens (every user's for an admin; ``user`` narrows to one), oldest first;
+        ``status``: ``active``, ``expired`` or ``revoked``."""
+        params = {k: v for k, v in (("user", user), ("status", status)) if v is not None}
+        data = self._request("GET", "/tokens", params=params)
+        return [Token.from_json(t) for t in data.get("items", [])]
+
+    def revoke_token(self, token: int | str) -> Token:
+        """Revokes a token of yours (any token for an admin) named by its id or its prefix;
+        requests with it are refused (401) from then on."""
+        return Token.from_json(self._request("POST", f"/tokens/{token}/revoke"))
 
 
 def _raise_for_status(response: httpx.Response) -> None:

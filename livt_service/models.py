@@ -112,7 +112,10 @@ class User(Base):
 
 
 class ApiToken(Base):
-    """An API token; only its SHA-256 hash is stored, ``prefix`` identifies it to people."""
+    """An API token; only its SHA-256 hash is stored, ``prefix`` identifies it to people.
+
+    It works until ``revoked_at`` is set or ``expires_at`` (when set) has passed.
+    """
 
     __tablename__ = "api_tokens"
 
@@ -123,8 +126,17 @@ class ApiToken(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_used_at: Mapped[datetime | None]
     revoked_at: Mapped[datetime | None]
+    expires_at: Mapped[datetime | None]
 
     user: Mapped[User] = relationship(back_populates="tokens")
+
+    def status(self, now: datetime | None = None) -> str:
+        """``revoked``, ``expired`` or ``active``."""
+        if self.revoked_at is not None:
+            return "revoked"
+        if self.expires_at is not None and self.expires_at <= (now or utcnow()):
+            return "expired"
+        return "active"
 
 
 class Pipeline(Base):
@@ -166,6 +178,8 @@ class Job(Base):
     queue: Mapped[str] = mapped_column(String(100))
     gpus: Mapped[int] = mapped_column(Integer, default=1)
     idempotency_key: Mapped[str | None] = mapped_column(String(200))
+    #: SHA-256 of the canonical request that created the job (``api.services.idempotency``).
+    request_hash: Mapped[str | None] = mapped_column(String(64))
     pipeline_id: Mapped[str | None] = mapped_column(
         ForeignKey("pipelines.id", ondelete="SET NULL"), index=True
     )

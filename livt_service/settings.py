@@ -14,7 +14,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from livt_core.limits import MAX_BATCH_SIZE, MAX_EPOCHS, MAX_IMG_SIZE, MAX_NUM_WORKERS
@@ -78,6 +78,25 @@ class Settings(BaseSettings):
     )
     bootstrap_token: str | None = Field(
         None, description="if set, an admin token with this value exists once the API starts"
+    )
+    metrics_token: SecretStr | None = Field(
+        None,
+        min_length=16,
+        description="a bearer token that may read /metrics only (for Prometheus); unset: admins only",
+    )
+    max_body_bytes: int = Field(
+        1024 * 1024,
+        ge=1024,
+        description="largest request body accepted (413 above it, before it is read)",
+    )
+    max_json_depth: int = Field(
+        32, ge=4, le=1000, description="deepest nesting of a JSON body (422 beyond it)"
+    )
+    max_json_keys: int = Field(
+        10_000, ge=100, description="most object keys in a JSON body, all levels together (422)"
+    )
+    max_json_items: int = Field(
+        10_000, ge=100, description="most array items in a JSON body, all levels together (422)"
     )
     log_stream_poll_seconds: float = Field(
         1.0, gt=0, description="how often the log stream looks for new lines"

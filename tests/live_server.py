@@ -66,8 +66,18 @@ class LiveServer:
     tokens: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def start(cls, data_dir: Path, *, timeout: float = 90.0) -> LiveServer:
+    def start(
+        cls,
+        data_dir: Path,
+        *,
+        timeout: float = 90.0,
+        worker: bool = True,
+        env: dict[str, str] | None = None,
+    ) -> LiveServer:
         """Starts the server and waits until ``/healthz`` answers.
+
+        ``worker=False`` serves the API alone (``--no-worker``); ``env`` adds settings
+        (``LIVT_*`` variables) to the server's environment.
 
         Raises:
             RuntimeError: the server exited or did not answer within ``timeout`` seconds; the
@@ -77,10 +87,12 @@ class LiveServer:
         port = free_port()
         log_path = data_dir / "server.log"
         cmd = [sys.executable, "-m", "livt.cli", "serve", "--host", "127.0.0.1"]
+        if not worker:
+            cmd.append("--no-worker")
         with log_path.open("wb") as log:
             process = subprocess.Popen(
                 [*cmd, "--port", str(port)],
-                env=server_env(data_dir),
+                env={**server_env(data_dir), **(env or {})},
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # its own process group, so stop() also ends the workers

@@ -80,6 +80,13 @@ def test_no_secret_has_a_default(compose):
     assert pg_env["POSTGRES_PASSWORD"].startswith("${POSTGRES_PASSWORD:?")
 
 
+def test_metrics_token_reaches_only_the_api_and_has_no_default(compose):
+    services = compose["services"]
+    assert _env(services["api"])["LIVT_METRICS_TOKEN"] == "${LIVT_METRICS_TOKEN:-}"
+    for name in ("migrate", "worker"):
+        assert "LIVT_METRICS_TOKEN" not in _env(services[name])
+
+
 def test_state_lives_in_named_volumes(compose):
     assert {"pgdata", "redisdata", "artifacts"} <= set(compose["volumes"])
     for name in ("api", "worker"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, status
 
 from api.deps import CurrentUser, SessionDep, SettingsDep
+from api.request_limits import BODY_TOO_LARGE
 from api.schemas import DatasetCreate, DatasetList, DatasetPublic, ShotGroups
 from api.services import datasets as service
 from livt_core.contract import shot_groups
@@ -40,6 +41,7 @@ def list_datasets(*, session: SessionDep, user: CurrentUser) -> DatasetList:
     responses={
         409: {"description": "the name is taken"},
         422: {"description": "bad kind, params or root (outside the data roots, unreadable)"},
+        **BODY_TOO_LARGE,
     },
 )
 def register_dataset(

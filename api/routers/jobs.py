@@ -12,6 +12,7 @@ from fastapi.responses import FileResponse, StreamingResponse
 
 from api.deps import CurrentUser, EnqueueDep, SessionDep, SettingsDep
 from api.errors import InvalidInputError
+from api.request_limits import BODY_TOO_LARGE
 from api.schemas import (
     ARTIFACT_NAME_PATTERN,
     ID_PATTERN,
@@ -50,8 +51,10 @@ STREAM_KEEPALIVE_SECONDS = 15.0
     status_code=status.HTTP_201_CREATED,
     responses={
         200: {"model": JobPublic, "description": "the existing job of a repeated idempotency_key"},
+        409: {"description": "the idempotency_key was used for a different request"},
         503: {"description": "the broker is unreachable; the job was marked failed"},
         **_VALIDATION,
+        **BODY_TOO_LARGE,
     },
 )
 def create_job(

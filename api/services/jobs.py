@@ -36,6 +36,7 @@ from api.errors import (
     field_loc,
 )
 from api.schemas import ID_PATTERN, InitRef, JobSpec, PipelineCreate
+from api.services.idempotency import check_same_request, job_request_hash, stage_request_hash
 from livt_core import checks, contract
 from livt_core.config import CONFIG_CLASSES, ConfigErrors, deep_merge, resolve_config
 from livt_core.errors import CheckpointError, ConfigError
@@ -556,56 +557,104 @@ def create_job(
 ) -> tuple[Job, bool]:
     """Creates and enqueues the job of ``spec``; returns ``(job, created)``.
 
-    With an ``idempotency_key`` the user used before, the existing job comes back with
-    ``created=False`` and nothing is enqueued.
+    With an ``idempotency_key`` the user used before for the same request, the existing job
+    comes back with ``created=False`` and nothing is enqueued; used before for a different
+    request, it is a 409 :class:`ConflictError` naming the key.
     """
-    existing = _find_idempotent(session, user, spec.idempotency_key)
+    key = spec.idempotency_key
+    digest = job_request_hash(spec.model_dump(mode="json", exclude_unset=True))
+    existing = _find_idempotent(session, user, key)
     if existing is not None:
+        check_same_request(existing, str(key), digest)
         return existing, False
     # validated before the write transaction: checking a checkpoint file can take a while
     job = build_job(session, settings, user, spec)
+    if key is not None:
+        job.request_hash = digest
     begin_write(session)
-    existing = _find_idempotent(session, user, spec.idempotency_key)
+    existing = _find_idempotent(session, user, key)
     if existing is not None:
+        check_same_request(existing, str(key), digest)
         return existing, False
     session.add(job)
     try:
         session.commit()
     except IntegrityError:
         session.rollback()
-        existing = _find_idempotent(session, user, spec.idempotency_key)
+        existing = _find_idempotent(session, user, key)
         if existing is None:
             raise
+        check_same_request(existing, str(key), digest)
         return existing, False
     logger.info("job %s (%s) created by %s", job.id, job.kind, user.name)
     _send(session, job, enqueue)
     return job, True
 
 
-def _taken_stage_keys(session: Session, user: User, jobs: list[Job]) -> list[FieldError]:
-    """Stage idempotency keys repeated within the pipeline or used by another job of ``user``."""
-    taken: list[FieldError] = []
+def _stage_keys(body: PipelineCreate) -> list[tuple[int, str]]:
+    """``(stage, idempotency_key)`` of the stages that have a key; 422 for a key used twice."""
+    keyed: list[tuple[int, str]] = []
     seen: set[str] = set()
-    for index, job in enumerate(jobs):
-        key = job.idempotency_key
-        if key is not None and (key in seen or _find_idempotent(session, user, key) is not None):
-            taken.append(
+    repeated: list[FieldError] = []
+    for index, spec in enumerate(body.stages):
+        key = spec.idempotency_key
+        if key is None:
+            continue
+        if key in seen:
+            repeated.append(
                 FieldError(
                     ("body", "stages", index, "idempotency_key"),
-                    f"{key!r} is already used by another job of yours; drop it or choose a new key",
+                    "is already used by an earlier stage of this pipeline; give each stage its "
+                    "own key or drop it",
                     "duplicate",
                 )
             )
-        if key is not None:
-            seen.add(key)
-    return taken
+        seen.add(key)
+        keyed.append((index, key))
+    if repeated:
+        raise InvalidInputError(repeated)
+    return keyed
+
+
+def _replayed_pipeline(
+    session: Session, user: User, keyed: list[tuple[int, str]], hashes: dict[int, str]
+) -> Pipeline | None:
+    """The pipeline an identical earlier request made, if a stage key names one; 409 when a
+    stage key was used by a different request."""
+    found: Job | None = None
+    for index, key in keyed:
+        job = _find_idempotent(session, user, key)
+        if job is None:
+            continue
+        check_same_request(job, key, hashes[index], where=f"stages[{index}].idempotency_key")
+        found = found or job
+    if found is None:
+        return None
+    pipeline = session.get(Pipeline, found.pipeline_id) if found.pipeline_id else None
+    if pipeline is None:
+        raise ConflictError(
+            f"the stage keys of this request name job {found.id}, whose pipeline is gone; "
+            "use new idempotency_keys"
+        )
+    return pipeline
 
 
 def create_pipeline(
     session: Session, settings: Settings, user: User, body: PipelineCreate, enqueue: Enqueue
-) -> Pipeline:
+) -> tuple[Pipeline, bool]:
     """Creates the jobs of every stage; the first is enqueued, the others wait for their
-    predecessor (``depends_on``), which the worker releases when it succeeds."""
+    predecessor (``depends_on``), which the worker releases when it succeeds.
+
+    Returns ``(pipeline, created)``: a request repeated with the same stage ``idempotency_key``
+    and the same body gives the pipeline it made back (``created=False``); a stage key used
+    before by a different request is a 409 naming it.
+    """
+    keyed = _stage_keys(body)
+    dumped = body.model_dump(mode="json", exclude_unset=True)
+    hashes = {index: stage_request_hash(dumped, index) for index, _ in keyed}
+    existing = _replayed_pipeline(session, user, keyed, hashes)
+    if existing is not None:
+        return existing, False
     pipeline = Pipeline(id=new_id("p"), owner_id=user.id, name=body.name)
     previous: Job | None = None
     jobs: list[Job] = []
@@ -616,26 +665,27 @@ def create_pipeline(
         )
         job.pipeline_id = pipeline.id
         job.stage = index
+        job.request_hash = hashes.get(index)
         jobs.append(job)
         previous = job
     begin_write(session)
-    taken = _taken_stage_keys(session, user, jobs)
-    if taken:
-        raise InvalidInputError(taken)
+    existing = _replayed_pipeline(session, user, keyed, hashes)
+    if existing is not None:
+        return existing, False
     session.add(pipeline)
     session.add_all(jobs)
     try:
         session.commit()
     except IntegrityError:
-        # a concurrent request took one of the keys between the check and the commit
+        # a concurrent request took one of the stage keys between the check and the commit
         session.rollback()
-        taken = _taken_stage_keys(session, user, jobs)
-        if not taken:
+        existing = _replayed_pipeline(session, user, keyed, hashes)
+        if existing is None:
             raise
-        raise InvalidInputError(taken) from None
+        return existing, False
     logger.info("pipeline %s with %d stages created by %s", pipeline.id, len(jobs), user.name)
     _send(session, jobs[0], enqueue)
-    return pipeline
+    return pipeline, True
 
 
 def cancel_job(session: Session, user: User, job_id: str) -> Job:

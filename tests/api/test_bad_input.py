@@ -186,29 +186,45 @@ def test_a_real_cursor_still_pages(client, user, make_job) -> None:
     assert second.status_code == 200 and len(second.json()["items"]) == 1
 
 
-def test_concurrent_pipelines_reusing_a_stage_key_never_500(client, user) -> None:
-    body = {"stages": [{**PRETRAIN, "idempotency_key": "shared-stage"}]}
-    statuses: list[int] = []
-    texts: list[str] = []
-    barrier = threading.Barrier(6)
+def _race_pipelines(client, user, bodies: list[dict]) -> list[tuple[int, str]]:
+    """``(status, text)`` of ``POST /pipelines`` of every body, sent at once from threads."""
+    outcomes: list[tuple[int, str]] = []
+    barrier = threading.Barrier(len(bodies))
 
-    def submit() -> None:
+    def submit(body: dict) -> None:
         barrier.wait()
         response = client.post("/pipelines", json=body, headers=user.headers)
-        statuses.append(response.status_code)
-        texts.append(response.text)
+        outcomes.append((response.status_code, response.text))
 
-    threads = [threading.Thread(target=submit) for _ in range(6)]
+    threads = [threading.Thread(target=submit, args=(body,)) for body in bodies]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(timeout=60)
-    assert sorted(statuses) == [201] + [422] * 5, texts
-    for text, status in zip(texts, statuses, strict=True):
-        if status == 422:
-            [error] = json.loads(text)["detail"]
-            assert error["loc"] == ["body", "stages", 0, "idempotency_key"]
-            assert "'shared-stage' is already used" in error["msg"]
+    return outcomes
+
+
+def test_concurrent_identical_pipelines_on_a_stage_key_make_one(client, user, enqueued) -> None:
+    body = {"stages": [{**PRETRAIN, "idempotency_key": "shared-stage"}]}
+    outcomes = _race_pipelines(client, user, [body] * 6)
+    assert sorted(status for status, _ in outcomes) == [200] * 5 + [201], outcomes
+    assert len({json.loads(text)["id"] for _, text in outcomes}) == 1
+    assert len(enqueued) == 1
+
+
+def test_concurrent_pipelines_reusing_a_stage_key_with_other_bodies_are_409(
+    client, user, enqueued
+) -> None:
+    bodies = [
+        {"stages": [{**PRETRAIN, "epochs": epochs, "idempotency_key": "shared-stage"}]}
+        for epochs in range(1, 7)
+    ]
+    outcomes = _race_pipelines(client, user, bodies)
+    assert sorted(status for status, _ in outcomes) == [201] + [409] * 5, outcomes
+    for status, text in outcomes:
+        if status == 409:
+            assert "stages[0].idempotency_key 'shared-stage'" in json.loads(text)["detail"]
+    assert len(enqueued) == 1
 
 
 # --------------------------------------------------------------------------------------------

@@ -6,12 +6,15 @@ import subprocess
 import sys
 
 import pytest
+from alembic.script import ScriptDirectory
 from fastapi.testclient import TestClient
 
 from api.main import create_app
 from livt.cli import main
-from livt_service.db import current_revision
+from livt_service.db import alembic_config, current_revision
 
+#: The newest migration revision.
+HEAD = ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
 #: For checks that do not depend on the database backend: run them on SQLite only.
 SQLITE_ONLY = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
@@ -19,7 +22,7 @@ SQLITE_ONLY = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_db_upgrade_migrates_a_new_database(tmp_path):
     url = f"sqlite:///{tmp_path}/new.sqlite"
     assert main(["db", "upgrade", "--url", url]) == 0
-    assert current_revision(url) == "0001"
+    assert current_revision(url) == HEAD
 
 
 @SQLITE_ONLY
@@ -30,7 +33,7 @@ def test_db_upgrade_uses_the_settings_database(settings, tmp_path, monkeypatch):
 
     get_settings.cache_clear()
     assert main(["db", "upgrade"]) == 0
-    assert current_revision(url) == "0001"
+    assert current_revision(url) == HEAD
 
 
 def test_token_create_prints_a_working_token_on_the_last_line(settings, client, capsys):
@@ -61,6 +64,78 @@ def test_token_create_for_an_existing_user_adds_a_token(settings, client, user, 
 def test_token_create_with_an_invalid_name_fails(settings, capsys):
     assert main(["token", "create", "--name", "no spaces"]) == 2
     assert capsys.readouterr().out == ""
+
+
+def _last_line(capsys) -> str:
+    return capsys.readouterr().out.strip().splitlines()[-1]
+
+
+def test_token_create_with_expires_in_sets_the_expiry(settings, client, db, capsys):
+    from datetime import UTC, datetime, timedelta
+
+    from livt_service.models import ApiToken
+
+    assert main(["token", "create", "--name", "temp", "--expires-in", "2h"]) == 0
+    out = capsys.readouterr().out
+    assert "expires 20" in out
+    token = out.strip().splitlines()[-1]
+    with db() as session:
+        row = session.query(ApiToken).filter_by(prefix=token[:12]).one()
+        expires_at = row.expires_at
+    assert abs(expires_at - (datetime.now(UTC) + timedelta(hours=2))) < timedelta(minutes=1)
+    assert client.get("/jobs", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+
+
+@SQLITE_ONLY
+@pytest.mark.parametrize("duration", ["0d", "soon", "-5m", "4000d"])
+def test_token_create_with_a_bad_duration_fails(settings, duration, capsys, caplog):
+    assert main(["token", "create", "--name", "temp", f"--expires-in={duration}"]) == 2
+    assert capsys.readouterr().out == ""
+    assert "expires_in" in caplog.text
+
+
+def test_token_list_shows_each_token_with_its_status(settings, user, make_user, capsys):
+    bob = make_user("bob")
+    assert main(["token", "revoke", str(bob.token[:12])]) == 0
+    capsys.readouterr()
+    assert main(["token", "list"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].split()[:4] == ["ID", "USER", "PREFIX", "STATUS"]
+    rows = {line.split()[1]: line.split() for line in lines[1:]}
+    assert rows["alice"][2] == user.token[:12] and rows["alice"][3] == "active"
+    assert rows["bob"][3] == "revoked"
+    assert user.token not in "\n".join(lines)
+    assert main(["token", "list", "--user", "bob"]) == 0
+    assert [line.split()[1] for line in capsys.readouterr().out.splitlines()[1:]] == ["bob"]
+
+
+def test_token_revoke_by_id_makes_it_401(settings, client, user, db, capsys):
+    from livt_service.models import ApiToken
+
+    with db() as session:
+        token_id = session.query(ApiToken).filter_by(user_id=user.id).one().id
+    assert main(["token", "revoke", str(token_id)]) == 0
+    assert f"revoked token {token_id}" in capsys.readouterr().out
+    response = client.get("/jobs", headers=user.headers)
+    assert response.status_code == 401
+    assert "revoked" in response.json()["detail"]
+
+
+@SQLITE_ONLY
+def test_token_revoke_user_revokes_all_their_tokens(settings, client, user, make_user, capsys):
+    second = make_user("alice")
+    bob = make_user("bob")
+    assert main(["token", "revoke", "--user", "alice"]) == 0
+    assert capsys.readouterr().out.count("revoked token") == 2
+    for headers, code in ((user.headers, 401), (second.headers, 401), (bob.headers, 200)):
+        assert client.get("/jobs", headers=headers).status_code == code
+
+
+@SQLITE_ONLY
+def test_token_revoke_of_an_unknown_token_fails(settings, caplog):
+    assert main(["token", "revoke", "4242"]) == 2
+    assert "token 4242 not found" in caplog.text
+    assert main(["token", "revoke"]) == 2
 
 
 def test_bootstrap_token_becomes_an_admin_token(settings, make_job):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -140,11 +141,56 @@ def test_create_evaluate_spec_overrides_what_it_copies(client, user, make_job):
 def test_repeated_idempotency_key_returns_the_existing_job(client, user, enqueued):
     spec = {**PRETRAIN, "idempotency_key": "nightly-1"}
     first = client.post("/jobs", json=spec, headers=user.headers)
-    again = client.post("/jobs", json={**spec, "epochs": 3}, headers=user.headers)
+    # the same body in another key order and layout is the same request
+    reordered = json.dumps(dict(reversed(list(spec.items()))), indent=2)
+    again = client.post(
+        "/jobs", content=reordered, headers={**user.headers, "Content-Type": "application/json"}
+    )
     assert first.status_code == 201
     assert again.status_code == 200
     assert again.json()["id"] == first.json()["id"]
     assert again.json()["idempotency_key"] == "nightly-1"
+    assert len(enqueued) == 1
+
+
+def test_idempotency_key_with_a_different_body_is_409(client, user, enqueued):
+    spec = {**PRETRAIN, "idempotency_key": "nightly-1"}
+    first = client.post("/jobs", json=spec, headers=user.headers)
+    changed = client.post("/jobs", json={**spec, "epochs": 3}, headers=user.headers)
+    assert changed.status_code == 409
+    detail = changed.json()["detail"]
+    assert "'nightly-1'" in detail and first.json()["id"] in detail
+    assert "new idempotency_key" in detail
+    assert len(enqueued) == 1
+    # the key still answers its own request
+    assert client.post("/jobs", json=spec, headers=user.headers).json()["id"] == first.json()["id"]
+
+
+def test_idempotency_key_of_a_pipeline_stage_is_409_for_a_job(client, user):
+    stage = {**PRETRAIN, "idempotency_key": "stage-key"}
+    assert (
+        client.post("/pipelines", json={"stages": [stage]}, headers=user.headers).status_code == 201
+    )
+    response = client.post("/jobs", json=stage, headers=user.headers)
+    assert response.status_code == 409
+    assert "'stage-key'" in response.json()["detail"]
+    assert "stage 0 of pipeline p_" in response.json()["detail"]
+
+
+def test_concurrent_submits_with_one_key_and_different_bodies_make_one_job(client, user, enqueued):
+    from concurrent.futures import ThreadPoolExecutor
+
+    def submit(epochs: int) -> tuple[int, str]:
+        spec = {**PRETRAIN, "epochs": epochs, "idempotency_key": "race"}
+        response = client.post("/jobs", json=spec, headers=user.headers)
+        return response.status_code, response.text
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        outcomes = list(pool.map(submit, [1, 2, 1, 2, 1, 2]))
+    codes = sorted(code for code, _ in outcomes)
+    assert codes.count(201) == 1, outcomes
+    assert set(codes) <= {200, 201, 409}, outcomes
+    assert 409 in codes
     assert len(enqueued) == 1
 
 

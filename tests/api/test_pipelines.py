@@ -108,6 +108,65 @@ def test_repeated_idempotency_key_in_a_pipeline_is_422(client, user):
     assert response.json()["detail"][0]["loc"] == ["body", "stages", 1, "idempotency_key"]
 
 
+def _keyed(*keys: str | None) -> list[dict]:
+    return [
+        {**stage, "idempotency_key": key} if key else dict(stage)
+        for stage, key in zip(STAGES, keys, strict=True)
+    ]
+
+
+def test_repeated_pipeline_with_the_same_stage_keys_returns_it(client, user, enqueued):
+    body = {"name": "nightly", "stages": _keyed("pre-1", None, "eval-1")}
+    first = client.post("/pipelines", json=body, headers=user.headers)
+    again = client.post("/pipelines", json=body, headers=user.headers)
+    assert first.status_code == 201
+    assert again.status_code == 200
+    assert again.json()["id"] == first.json()["id"]
+    assert [j["id"] for j in again.json()["jobs"]] == [j["id"] for j in first.json()["jobs"]]
+    assert len(enqueued) == 1
+
+
+def test_pipeline_stage_key_with_a_different_body_is_409(client, user, enqueued):
+    body = {"stages": _keyed("pre-1", "ft-1", None)}
+    first = client.post("/pipelines", json=body, headers=user.headers).json()
+    changed = _keyed("pre-1", "ft-1", None)
+    changed[1]["epochs"] = 5
+    response = client.post("/pipelines", json={"stages": changed}, headers=user.headers)
+    assert response.status_code == 409
+    detail = response.json()["detail"]
+    assert "stages[0].idempotency_key 'pre-1'" in detail
+    assert first["id"] in detail
+    assert len(enqueued) == 1
+
+
+def test_pipeline_stage_key_taken_by_a_job_is_409(client, user):
+    job = client.post(
+        "/jobs", json={**STAGES[0], "idempotency_key": "pre-1"}, headers=user.headers
+    ).json()
+    response = client.post(
+        "/pipelines", json={"stages": _keyed("pre-1", None, None)}, headers=user.headers
+    )
+    assert response.status_code == 409
+    assert "stages[0].idempotency_key 'pre-1'" in response.json()["detail"]
+    assert job["id"] in response.json()["detail"]
+
+
+def test_concurrent_identical_pipelines_with_stage_keys_make_one(client, user, enqueued):
+    from concurrent.futures import ThreadPoolExecutor
+
+    body = {"stages": _keyed("pre-r", "ft-r", None)}
+
+    def submit(_: int) -> tuple[int, str]:
+        response = client.post("/pipelines", json=body, headers=user.headers)
+        return response.status_code, response.json().get("id", response.text)
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        outcomes = list(pool.map(submit, range(4)))
+    assert sorted(code for code, _ in outcomes) == [200, 200, 200, 201], outcomes
+    assert len({pipeline for _, pipeline in outcomes}) == 1
+    assert len(enqueued) == 1
+
+
 def test_cancelling_the_first_stage_cancels_the_waiting_ones(client, user):
     body = client.post("/pipelines", json={"stages": STAGES}, headers=user.headers).json()
     client.post(f"/jobs/{body['jobs'][0]['id']}/cancel", headers=user.headers)

@@ -120,12 +120,12 @@ def _samples(text: str) -> dict[tuple[str, tuple], float]:
     }
 
 
-def test_metrics_count_jobs_by_status_and_ready_queue_depth(client, user, make_job):
+def test_metrics_count_jobs_by_status_and_ready_queue_depth(client, admin, make_job):
     first = make_job(status="queued")
     make_job(status="queued", depends_on=first.id)  # waiting: not ready to run
     make_job(status="running")
     make_job(status="failed")
-    response = client.get("/metrics", headers=user.headers)
+    response = client.get("/metrics", headers=admin.headers)
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
     samples = _samples(response.text)
@@ -137,11 +137,11 @@ def test_metrics_count_jobs_by_status_and_ready_queue_depth(client, user, make_j
     assert samples[("livt_workers_live", ())] == 0
 
 
-def test_metrics_count_requests_by_route_template(client, user, make_job):
+def test_metrics_count_requests_by_route_template(client, user, admin, make_job):
     job = make_job()
     client.get(f"/jobs/{job.id}", headers=user.headers)
     client.get("/jobs/j_missing", headers=user.headers)
-    samples = _samples(client.get("/metrics", headers=user.headers).text)
+    samples = _samples(client.get("/metrics", headers=admin.headers).text)
     route = "/jobs/{job_id}"
     ok = (("method", "GET"), ("route", route), ("status", "200"))
     missing = (("method", "GET"), ("route", route), ("status", "404"))
@@ -149,6 +149,48 @@ def test_metrics_count_requests_by_route_template(client, user, make_job):
     assert samples[("livt_http_requests_total", missing)] == 1
     latency = (("method", "GET"), ("route", route))
     assert samples[("livt_http_request_duration_seconds_count", latency)] == 2
+
+
+def test_metrics_are_refused_to_a_user_who_is_not_an_admin(client, user, make_job):
+    make_job(status="queued")
+    response = client.get("/metrics", headers=user.headers)
+    assert response.status_code == 403
+    assert "livt_jobs" not in response.text
+    assert "LIVT_METRICS_TOKEN" in response.json()["detail"]
+
+
+METRICS_TOKEN = "metrics-scrape-secret-0123456789"
+
+
+@pytest.fixture
+def metrics_client(settings, monkeypatch):
+    monkeypatch.setenv("LIVT_METRICS_TOKEN", METRICS_TOKEN)
+    from livt_service.settings import Settings
+
+    with TestClient(create_app(Settings())) as client:
+        yield client
+
+
+def test_metrics_token_reads_metrics_and_nothing_else(metrics_client, make_job):
+    make_job(status="running")
+    headers = {"Authorization": f"Bearer {METRICS_TOKEN}"}
+    response = metrics_client.get("/metrics", headers=headers)
+    assert response.status_code == 200
+    assert _samples(response.text)[("livt_jobs", (("status", "running"),))] == 1
+    assert metrics_client.get("/jobs", headers=headers).status_code == 401
+    wrong = {"Authorization": f"Bearer {METRICS_TOKEN[:-1]}x"}
+    assert metrics_client.get("/metrics", headers=wrong).status_code == 401
+
+
+@SQLITE_ONLY
+def test_metrics_token_must_be_long(settings, monkeypatch):
+    from pydantic import ValidationError
+
+    from livt_service.settings import Settings
+
+    monkeypatch.setenv("LIVT_METRICS_TOKEN", "short")
+    with pytest.raises(ValidationError, match="metrics_token"):
+        Settings()
 
 
 # --------------------------------------------------------------------------------------------
@@ -179,6 +221,23 @@ def test_openapi_documents_the_job_spec_union(client):
     assert {"/jobs", "/jobs/{job_id}", "/pipelines", "/datasets", "/readyz"} <= set(schema["paths"])
     body = schema["paths"]["/jobs"]["post"]["requestBody"]["content"]["application/json"]
     assert body["schema"]["discriminator"]["propertyName"] == "kind"
+
+
+@SQLITE_ONLY
+def test_openapi_documents_the_413_of_every_operation_that_takes_a_body(client):
+    paths = client.get("/openapi.json").json()["paths"]
+    taking = {
+        (method.upper(), path): operation["responses"]
+        for path, operations in paths.items()
+        for method, operation in operations.items()
+        if "requestBody" in operation
+    }
+    assert {("POST", "/jobs"), ("POST", "/pipelines"), ("POST", "/datasets")} <= set(taking)
+    for operation, responses in taking.items():
+        assert "413" in responses, operation
+        assert "LIVT_MAX_BODY_BYTES" in responses["413"]["description"], operation
+        schema = responses["413"]["content"]["application/json"]["schema"]
+        assert schema == {"$ref": "#/components/schemas/ErrorMessage"}, operation
 
 
 def test_dashboard_and_static_files_need_no_token(settings, tmp_path, monkeypatch):

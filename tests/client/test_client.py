@@ -236,3 +236,27 @@ def test_register_dataset_outside_the_roots_is_422(client: LivtClient) -> None:
         client.register_dataset("escape", "imagefolder", root="/etc")
     assert err.value.status == 422
     assert [e.field for e in err.value.errors] == ["root"]
+
+
+def test_list_and_revoke_a_token(server: LiveServer, client: LivtClient) -> None:
+    value = server.create_token("carol")
+    with LivtClient(server.url, value) as carol:
+        [token] = carol.tokens()
+        assert (token.user, token.status, token.revoked_at) == ("carol", "active", None)
+        assert value.startswith(token.prefix)
+        revoked = carol.revoke_token(token.prefix)
+        assert (revoked.id, revoked.status) == (token.id, "revoked")
+        with pytest.raises(LivtApiError) as err:
+            carol.tokens()
+    assert err.value.status == 401
+    assert "revoked" in str(err.value)
+    assert "carol" not in {t.user for t in client.tokens()}  # alice sees only her own
+
+
+def test_revoking_a_token_of_someone_else_is_404(server: LiveServer, client: LivtClient) -> None:
+    with LivtClient(server.url, server.create_token("dave")) as dave:
+        [token] = dave.tokens()
+        with pytest.raises(LivtApiError) as err:
+            client.revoke_token(token.id)
+        assert err.value.status == 404
+        assert dave.tokens()[0].status == "active"

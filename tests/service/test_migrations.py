@@ -8,7 +8,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine, inspect
+from sqlalchemy import create_engine, insert, inspect
 from sqlalchemy.exc import IntegrityError, StatementError
 from sqlalchemy.orm import Session
 
@@ -48,22 +48,26 @@ def _tables(url: str) -> set[str]:
         engine.dispose()
 
 
+#: The newest revision (one head: the migrations form a single line).
+HEAD = ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
+
+
 def test_migrations_are_found_in_the_package():
     config = alembic_config("sqlite://")
     assert config.get_main_option("script_location") == str(migrations_dir())
-    assert ScriptDirectory.from_config(config).get_heads() == ["0001"]
+    assert ScriptDirectory.from_config(config).get_heads() == [HEAD]
 
 
 def test_upgrade_makes_exactly_the_schema_of_the_models(empty_url):
     upgrade_database(empty_url)
-    assert current_revision(empty_url) == "0001"
+    assert current_revision(empty_url) == HEAD
     assert _diff(empty_url) == []
 
 
 def test_upgrade_twice_changes_nothing(empty_url):
     upgrade_database(empty_url)
     upgrade_database(empty_url)
-    assert current_revision(empty_url) == "0001"
+    assert current_revision(empty_url) == HEAD
 
 
 def test_downgrade_to_base_removes_every_table_and_upgrade_works_again(empty_url):
@@ -155,3 +159,46 @@ def test_job_ids_sort_by_creation_time():
     assert all(len(i) == 28 and i.startswith("j_") for i in ids)
     assert len(set(ids)) == 50
     assert [i[:12] for i in ids] == sorted(i[:12] for i in ids)
+
+
+def test_request_hash_migration_hashes_the_spec_of_keyed_jobs(empty_url):
+    from api.services.idempotency import job_request_hash
+
+    upgrade_database(empty_url, "0001")
+    spec = {"kind": "pretrain", "preset": "fashion-mnist-lt", "epochs": 2, "idempotency_key": "k"}
+    now = datetime.now(UTC)
+    engine = create_engine(empty_url)
+    try:
+        with Session(engine) as session:
+            session.execute(
+                insert(User).values(id=1, name="legacy", is_admin=False, created_at=now)
+            )
+            for job_id, job_spec, key in (("j_keyed", spec, "k"), ("j_plain", {}, None)):
+                # only the columns of revision 0001
+                session.execute(
+                    insert(Job).values(
+                        id=job_id,
+                        owner_id=1,
+                        kind="pretrain",
+                        name="n",
+                        status="queued",
+                        spec=job_spec,
+                        config={},
+                        model="m",
+                        queue="default",
+                        gpus=1,
+                        idempotency_key=key,
+                        attempt=1,
+                        cancel_requested=False,
+                        artifact_dir="/a",
+                        created_at=now,
+                        updated_at=now,
+                    )
+                )
+            session.commit()
+        upgrade_database(empty_url, "0002")
+        with Session(engine) as session:
+            assert session.get(Job, "j_keyed").request_hash == job_request_hash(spec)
+            assert session.get(Job, "j_plain").request_hash is None
+    finally:
+        engine.dispose()
