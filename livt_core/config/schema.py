@@ -258,7 +258,8 @@ def _check_device(v: str) -> str:
 def _check_threads(v: int | None) -> int | None:
     if v is not None and v <= 0:
         raise _fail(
-            "must be a positive integer; set threads to 1 or more, or null for torch's default"
+            "must be a positive integer; set threads to 1 or more, or null for the job's share "
+            "of the cores"
         )
     if v is not None and v > MAX_THREADS:
         raise _fail(f"must be at most {MAX_THREADS}; set threads to the machine's core count")
