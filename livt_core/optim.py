@@ -140,13 +140,24 @@ def param_groups(
 
 
 def create_optimizer(
-    groups: list[dict[str, Any]], *, lr: float, betas: tuple[float, float]
+    groups: list[dict[str, Any]],
+    *,
+    lr: float,
+    betas: tuple[float, float],
+    device: torch.device | None = None,
 ) -> torch.optim.AdamW:
-    """AdamW over ``groups`` (from :func:`param_groups`); each group starts at ``lr × lr_scale``."""
+    """AdamW over ``groups`` (from :func:`param_groups`); each group starts at ``lr × lr_scale``.
+
+    With ``device`` (where the parameters live) the fused kernel is used where torch has one
+    for it, else the multi-tensor (``foreach``) one (:func:`livt_core.perf.adamw_implementation`);
+    the update is the same AdamW either way."""
+    from livt_core.perf import adamw_implementation
+
     for group in groups:
         group.setdefault("lr_scale", 1.0)
         group["lr"] = lr * group["lr_scale"]
-    return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas))
+    impl = adamw_implementation(device) if device is not None else {}
+    return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), **impl)
 
 
 def lr_at(epoch: float, *, lr: float, min_lr: float, warmup_epochs: float, epochs: float) -> float:

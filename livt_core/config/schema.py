@@ -258,7 +258,8 @@ def _check_device(v: str) -> str:
 def _check_threads(v: int | None) -> int | None:
     if v is not None and v <= 0:
         raise _fail(
-            "must be a positive integer; set threads to 1 or more, or null for torch's default"
+            "must be a positive integer; set threads to 1 or more, or null for the job's share "
+            "of the cores"
         )
     if v is not None and v > MAX_THREADS:
         raise _fail(f"must be at most {MAX_THREADS}; set threads to the machine's core count")
@@ -299,8 +300,9 @@ def _check_model_kwargs(v: dict[str, Any]) -> dict[str, Any]:
 Threads = Annotated[
     StrictInt | None,
     Field(
-        description="torch intra-op threads of each training process (≤ 1,024); None = "
-        "torch's default (one per core)",
+        description="torch intra-op threads of each training process (≤ 1,024); None = the "
+        "process's share of the cores it was given ($LIVT_JOB_CPUS, else its CPU affinity, "
+        "divided among local ranks, less one per loader worker; at least 1)",
     ),
     AfterValidator(_check_threads),
 ]
@@ -312,6 +314,14 @@ ModelKwargs = Annotated[dict[str, Any], AfterValidator(_check_model_kwargs)]
 #: Free-form settings: no NUL characters, no NaN / Infinity.
 JsonSettings = Annotated[dict[str, Any], AfterValidator(_check_json_values)]
 Amp = Literal["auto", "bf16", "fp16", "off"]
+Compile = Annotated[
+    Literal["auto", "on", "off"],
+    Field(
+        description="torch.compile (inductor) of the training model: on, off, or auto (on "
+        "where it pays off: CUDA with Triton; eager on CPU); a failing compile under auto "
+        "falls back to eager with the reason logged",
+    ),
+]
 
 
 class RunBase(_Strict):
@@ -333,6 +343,7 @@ class _TrainBase(RunBase):
     """Optimisation settings shared by the two training stages."""
 
     epochs: Epochs = 100
+    compile: Compile = "auto"
     warmup_epochs: WarmupEpochs = 10.0
     batch_size: BatchSize = 64
     accum_iter: PositiveInt = Field(

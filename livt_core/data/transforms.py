@@ -4,12 +4,22 @@ Every transform takes a PIL image and returns a float tensor ``[in_chans, img_si
 Images are first converted to the model's channel count: grey images are replicated to RGB for
 ``in_chans=3`` models and RGB images reduced to grey for ``in_chans=1``. ``mean`` / ``std`` may
 have one value (broadcast to every channel) or ``in_chans`` values.
+
+The crop and the tensor conversion are the fast equivalents timm uses: :class:`RandomResizedCrop`
+draws its box with Python's ``random`` (as timm's ``RandomResizedCropAndInterpolation``; the
+same distribution as torchvision's, without a dozen small torch ops per image) and resizes the
+box in one PIL call; :class:`ToNormalizedTensor` turns the 8-bit image into the normalised float
+tensor in one multiply-add (``ToTensor`` + ``Normalize`` to within float rounding).
 """
 
 from __future__ import annotations
 
+import math
+import random
 from collections.abc import Sequence
 
+import numpy as np
+import torch
 from PIL import Image, ImageOps
 from timm.data import Mixup
 from timm.data.auto_augment import RandAugment, rand_augment_transform
@@ -36,6 +46,77 @@ class ConvertMode:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(mode={self.mode!r})"
+
+
+class RandomResizedCrop:
+    """A crop of random area (``scale`` of the image) and aspect ratio (log-uniform in ``ratio``)
+    resized to ``size × size`` (bicubic): torchvision's / timm's ``RandomResizedCrop``.
+
+    The box is drawn as torchvision draws it (10 tries, then a centre crop at the nearest allowed
+    ratio) but from Python's ``random`` (seeded per loader worker by the run); PIL resizes the
+    box directly (``Image.resize(box=...)``) without an intermediate cropped copy."""
+
+    def __init__(
+        self,
+        size: int,
+        scale: tuple[float, float] = (0.08, 1.0),
+        ratio: tuple[float, float] = (3.0 / 4.0, 4.0 / 3.0),
+        interpolation: Image.Resampling = Image.Resampling.BICUBIC,
+    ) -> None:
+        self.size = (int(size), int(size))
+        self.scale = (float(scale[0]), float(scale[1]))
+        self.ratio = (float(ratio[0]), float(ratio[1]))
+        self.log_ratio = (math.log(self.ratio[0]), math.log(self.ratio[1]))
+        self.interpolation = interpolation
+
+    def get_params(self, width: int, height: int) -> tuple[int, int, int, int]:
+        """``(top, left, height, width)`` of the box, as torchvision's ``get_params``."""
+        area = width * height
+        for _ in range(10):
+            target_area = area * random.uniform(*self.scale)
+            aspect = math.exp(random.uniform(*self.log_ratio))
+            w = int(round(math.sqrt(target_area * aspect)))
+            h = int(round(math.sqrt(target_area / aspect)))
+            if 0 < w <= width and 0 < h <= height:
+                return random.randint(0, height - h), random.randint(0, width - w), h, w
+        in_ratio = width / height
+        if in_ratio < self.ratio[0]:
+            w, h = width, int(round(width / self.ratio[0]))
+        elif in_ratio > self.ratio[1]:
+            w, h = int(round(height * self.ratio[1])), height
+        else:
+            w, h = width, height
+        return (height - h) // 2, (width - w) // 2, h, w
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        top, left, h, w = self.get_params(*image.size)
+        return image.resize(self.size, self.interpolation, box=(left, top, left + w, top + h))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(size={self.size}, scale={self.scale}, ratio={self.ratio})"
+
+
+class ToNormalizedTensor:
+    """8-bit PIL image → float tensor ``[C, H, W]`` normalised by ``mean`` / ``std`` (given on the
+    0–1 scale, one value per channel): ``x / 255`` then ``(x - mean) / std`` as one multiply-add."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        self.mean = tuple(float(m) for m in mean)
+        self.std = tuple(float(s) for s in std)
+        std_t = torch.tensor(self.std, dtype=torch.float32).view(-1, 1, 1)
+        mean_t = torch.tensor(self.mean, dtype=torch.float32).view(-1, 1, 1)
+        self.scale = 1.0 / (255.0 * std_t)
+        self.shift = -mean_t / std_t
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        array = np.array(image, dtype=np.uint8, copy=True)
+        if array.ndim == 2:
+            array = array[:, :, None]
+        x = torch.from_numpy(array).permute(2, 0, 1).to(torch.float32).contiguous()
+        return x.mul_(self.scale).add_(self.shift)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(mean={self.mean}, std={self.std})"
 
 
 def _mode(in_chans: int) -> str:
@@ -80,12 +161,9 @@ def build_pretrain_transform(
     return T.Compose(
         [
             ConvertMode(_mode(in_chans)),
-            T.RandomResizedCrop(
-                img_size, scale=(0.2, 1.0), interpolation=InterpolationMode.BICUBIC
-            ),
+            RandomResizedCrop(img_size, scale=(0.2, 1.0)),
             T.RandomHorizontalFlip(),
-            T.ToTensor(),
-            T.Normalize(mean, std),
+            ToNormalizedTensor(mean, std),
         ]
     )
 
@@ -119,13 +197,13 @@ def build_train_transform(
         )
     steps: list = [
         ConvertMode(_mode(in_chans)),
-        T.RandomResizedCrop(img_size, scale=(low, high), interpolation=InterpolationMode.BICUBIC),
+        RandomResizedCrop(img_size, scale=(low, high)),
     ]
     if hflip > 0:
         steps.append(T.RandomHorizontalFlip(hflip))
     if auto_augment:
         steps.append(_rand_augment(auto_augment, img_size, mean))
-    steps += [T.ToTensor(), T.Normalize(mean, std)]
+    steps.append(ToNormalizedTensor(mean, std))
     if reprob > 0:
         steps.append(RandomErasing(reprob, mode=remode, max_count=1, num_splits=0, device="cpu"))
     return T.Compose(steps)
@@ -184,8 +262,7 @@ def build_eval_transform(
             ConvertMode(_mode(in_chans)),
             T.Resize(int(img_size / crop_pct), interpolation=InterpolationMode.BICUBIC),
             T.CenterCrop(img_size),
-            T.ToTensor(),
-            T.Normalize(mean, std),
+            ToNormalizedTensor(mean, std),
         ]
     )
 

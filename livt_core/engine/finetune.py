@@ -124,7 +124,7 @@ class FinetuneRecipe(TrainRecipe):
         targets = labels.to(self.device, non_blocking=True)
         if self.mixup is not None:
             images, targets = self.mixup(images, targets)
-        return self.loss_fn(self.train_model(images), targets)
+        return self.loss_fn(self.forward_model(images), targets)
 
     def evaluate(self, loader: Any, total: int) -> dict[str, Any]:
         """``long_tail_report`` of the current model on a split (all ranks)."""

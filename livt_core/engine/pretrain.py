@@ -42,7 +42,7 @@ class PretrainRecipe(TrainRecipe):
     def compute_loss(self, batch: Any) -> torch.Tensor:
         """``batch = (images [B, C, H, W], labels)``; labels are unused."""
         images = batch[0].to(self.device, non_blocking=True)
-        loss, _pred, _mask = self.train_model(images)
+        loss, _pred, _mask = self.forward_model(images)
         return loss
 
     def finish(self) -> dict[str, Any]:

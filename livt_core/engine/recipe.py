@@ -53,10 +53,15 @@ from livt_core.optim import (
     resolve_precision,
     rng_state,
     seed_everything,
-    seed_worker,
     set_rng_state,
 )
 from livt_core.paths import PathPolicy
+from livt_core.perf import (
+    adamw_implementation,
+    loader_worker_init,
+    maybe_compile,
+    set_adamw_implementation,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -141,7 +146,7 @@ class Recipe(abc.ABC):
         a resumed run augments as an uninterrupted one). On Linux they are forked whatever the
         process's default start method: a process that was itself spawned (a pool worker, for
         instance) would otherwise spawn them too, re-importing torch and pickling the data set
-        every epoch."""
+        every epoch. Each worker runs one torch thread (:func:`loader_worker_init`)."""
         workers = self.config.data.num_workers
         return DataLoader(
             dataset,
@@ -150,7 +155,7 @@ class Recipe(abc.ABC):
             num_workers=workers,
             pin_memory=self.device.type == "cuda",
             drop_last=train,
-            worker_init_fn=seed_worker,
+            worker_init_fn=loader_worker_init,
             multiprocessing_context=LOADER_START_METHOD if workers > 0 else None,
         )
 
@@ -184,7 +189,7 @@ class TrainRecipe(Recipe):
 
     @abc.abstractmethod
     def compute_loss(self, batch: Any) -> torch.Tensor:
-        """Scalar mean loss of a training batch through ``self.train_model`` (under autocast)."""
+        """Scalar mean loss of a training batch through ``self.forward_model`` (under autocast)."""
 
     def initialize(self) -> None:
         """Initialises a fresh (not resumed) model, e.g. from a pretrained checkpoint."""
@@ -218,7 +223,10 @@ class TrainRecipe(Recipe):
             blr=cfg.blr, effective_batch_size=self.batch.effective_batch_size, lr=cfg.lr
         )
         self.optimizer = create_optimizer(
-            param_groups(self.model, **optimizer_kwargs(cfg)), lr=lr, betas=cfg.betas
+            param_groups(self.model, **optimizer_kwargs(cfg)),
+            lr=lr,
+            betas=cfg.betas,
+            device=self.device,
         )
         self.grad = GradientStep(self.optimizer, self.precision, clip_grad=cfg.clip_grad)
         self.schedule = WarmupCosineSchedule(
@@ -253,6 +261,10 @@ class TrainRecipe(Recipe):
         else:
             self.initialize()
         self.train_model = wrap_model(self.model, self.ctx)
+        # the training forward: compiled or eager; self.model keeps timm's state-dict keys
+        self.forward_model, self.compile_reason = maybe_compile(
+            self.train_model, cfg.compile, self.device
+        )
 
     def resume_path(self) -> Path | None:
         if self.resume is None:
@@ -282,6 +294,9 @@ class TrainRecipe(Recipe):
         load_model_state(self.model, extract_model_state(ckpt), str(path))
         try:
             self.optimizer.load_state_dict(ckpt["optimizer"])
+            # a checkpoint saved with another kernel (or before the choice existed) keeps
+            # this device's fastest one
+            set_adamw_implementation(self.optimizer, adamw_implementation(self.device))
         except (ValueError, KeyError) as exc:
             raise CheckpointError(
                 f"the optimizer state in {path} does not match this run's parameter groups: {exc}"
@@ -369,7 +384,7 @@ class TrainRecipe(Recipe):
         if self.ctx.is_main:
             payload = checkpoint_payload(
                 kind=self.kind,
-                model=unwrap_model(self.train_model),
+                model=unwrap_model(self.train_model),  # == self.model
                 optimizer=self.optimizer,
                 scaler=self.grad.scaler_state(),
                 epoch=epoch,

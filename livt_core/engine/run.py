@@ -19,6 +19,7 @@ from livt_core.errors import LivtError, StopRequested
 from livt_core.events import Callback
 from livt_core.fence import AttemptFence
 from livt_core.paths import PathPolicy, confine_config_paths
+from livt_core.perf import configure_threads
 
 logger = logging.getLogger(__name__)
 
@@ -87,8 +88,8 @@ def run(
             ``on_error`` and ``on_end("failed")`` were called; anything else likewise.
     """
     cbs = callbacks if callbacks is not None and env_rank() == 0 else Callback()
-    if config.threads is not None:
-        torch.set_num_threads(config.threads)
+    threads = configure_threads(config.threads, config.data.num_workers)
+    logger.info("torch threads %d (threads=%s)", threads, config.threads)
     recipe = RECIPES[config.kind](
         config, output_dir, callbacks=cbs, resume=resume, paths=paths, fence=fence
     )

@@ -6,7 +6,7 @@ from __future__ import annotations
 from functools import partial
 
 import torch
-from timm.models.vision_transformer import Block
+from timm.models.vision_transformer import Attention, Block
 from torch import nn
 
 from livt_core.errors import ConfigError
@@ -56,12 +56,26 @@ def check_encoder_geometry(
 def make_blocks(
     dim: int, depth: int, num_heads: int, mlp_ratio: float, drop_path_rate: float = 0.0
 ) -> nn.ModuleList:
-    """Pre-norm transformer blocks with qkv bias; drop-path grows linearly to ``drop_path_rate``."""
+    """Pre-norm transformer blocks with qkv bias; drop-path grows linearly to ``drop_path_rate``.
+
+    Attention always runs through ``F.scaled_dot_product_attention`` (flash / memory-efficient
+    kernels on CUDA, the fused CPU kernel on CPU), whatever timm's global ``TIMM_FUSED_ATTN``
+    switch says: :func:`use_sdpa` sets it on every block."""
     rates = torch.linspace(0, drop_path_rate, depth).tolist()
-    return nn.ModuleList(
+    blocks = nn.ModuleList(
         Block(dim, num_heads, mlp_ratio, qkv_bias=True, norm_layer=LayerNorm, drop_path=rate)
         for rate in rates
     )
+    use_sdpa(blocks)
+    return blocks
+
+
+def use_sdpa(module: nn.Module) -> None:
+    """Makes every timm attention layer inside ``module`` use ``F.scaled_dot_product_attention``
+    (the same computation as timm's explicit softmax path; parameters are untouched)."""
+    for layer in module.modules():
+        if isinstance(layer, Attention):
+            layer.fused_attn = True
 
 
 def check_input(x: torch.Tensor, img_size: tuple[int, int], in_chans: int) -> None:

@@ -33,20 +33,46 @@ def _run(script: str, *args: str) -> None:
 
 
 def test_speed_smoke(tmp_path: Path) -> None:
-    _run("speed.py", "--device", "cpu", "--out-dir", str(tmp_path))
+    _run("speed.py", "--device", "cpu", "--out-dir", str(tmp_path), "--compile", "auto,off")
     report = json.loads((tmp_path / "speed-cpu.json").read_text())
     assert report["device"]["type"] == "cpu"
-    assert report["device"]["torch_threads"] >= 1
-    assert report["gemm_peak"]["gflop_s"] > 0
+    assert report["device"]["isa"]["torch_capability"]  # e.g. AVX512 / AVX2 / DEFAULT
+    assert report["command"].startswith("python bench/speed.py --smoke")
+    assert all(v > 0 for v in report["gemm_peak"]["gflop_s"].values())
     assert {r["stage"] for r in report["rows"]} == {"mgp", "bft"}
     for row in report["rows"]:
+        assert set(row["variants"]) == {"engine[compile=auto]", "engine[compile=off]", "timm"}
+        assert row["threads"] == 1  # the fashion-mnist-lt preset's threads
         for key in ("images_per_s", "gflop_per_step", "achieved_gflop_s", "fraction_of_peak"):
             assert math.isfinite(row[key]) and row[key] > 0, (row["model"], key)
-    header = next(
-        line for line in (tmp_path / "speed-cpu.md").read_text().splitlines() if "images/s" in line
-    )
-    for column in ("stage", "model", "batch", "images/s", "GFLOP/step", "GFLOP/s", "% of peak"):
+        for name, variant in row["variants"].items():
+            for key in ("images_per_s", "speedup_vs_timm", "cpu_speedup_vs_timm",
+                        "fraction_of_peak_cpu"):  # fmt: skip
+                assert math.isfinite(variant[key]) and variant[key] > 0, (name, key)
+        assert row["variants"]["timm"]["speedup_vs_timm"] == 1.0
+    assert {r["stage"] for r in report["loader"]} == {"mgp", "bft"}
+    assert all(r["current_images_per_s"] > 0 for r in report["loader"])
+    lines = (tmp_path / "speed-cpu.md").read_text().splitlines()
+    header = next(line for line in lines if "images/s" in line and "variant" in line)
+    for column in ("stage", "model", "batch", "threads", "images/s", "GFLOP/step", "GFLOP/s"):
         assert column in header
+    for column in ("% of peak", "× timm (wall)", "× timm (CPU)"):
+        assert column in header
+    assert any("current img/s" in line for line in lines)
+
+
+def test_timm_mae_baseline_has_the_engines_geometry_and_flops() -> None:
+    """The baseline is a fair one: same parameter count and FLOPs as the project's MAE."""
+    speed = _load_bench("speed.py", "bench_speed")
+    model = speed.create_model("mae_vit_nano_patch4", img_size=28, in_chans=1, norm_pix_loss=True)
+    geo = speed.geometry(model)
+    timm_mae = speed.TimmMAE(img_size=28, in_chans=1, mask_ratio=0.75, **geo)
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert count(timm_mae) == count(model)
+    x = torch.randn(2, 1, 28, 28)
+    ours = speed.count_flops(lambda: model(x)[0], model)
+    theirs = speed.count_flops(lambda: timm_mae(x), timm_mae)
+    assert abs(ours - theirs) / ours < 0.01
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
@@ -86,6 +112,14 @@ def test_quality_smoke(tmp_path: Path) -> None:
     after = {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").glob("*/results.json")}
     assert before == after and len(before) == 7
     assert json.loads((tmp_path / "quality.json").read_text())["rows"] == report["rows"]
+
+
+def _load_bench(script: str, name: str):
+    spec = importlib.util.spec_from_file_location(name, REPO / "bench" / script)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
 
 
 def _load_quality():
