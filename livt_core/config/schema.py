@@ -233,7 +233,25 @@ class DataConfig(_Strict):
             raise _fail("set both mean and std, or neither", "std" if self.std is None else "mean")
         if self.mean is not None and self.std is not None and len(self.mean) != len(self.std):
             raise _fail("mean and std must have one value per channel each", "std")
+        if self.in_chans is not None:
+            for name, values in (("mean", self.mean), ("std", self.std)):
+                if values is not None and len(values) not in (1, self.in_chans):
+                    raise _fail(
+                        f"has {len(values)} values for in_chans={self.in_chans}; "
+                        f"{channel_count_fix(self.in_chans)}",
+                        name,
+                    )
         return self
+
+
+def suggested_warmup(epochs: int) -> float:
+    """A warmup of 10 % of ``epochs`` (the paper's fine-tuning ratio), to two decimals."""
+    return round(epochs * 0.1, 2)
+
+
+def channel_count_fix(in_chans: int) -> str:
+    """The fix for a mean / std of the wrong length: one value, or one per channel."""
+    return "give 1 value" if in_chans == 1 else f"give 1 value or {in_chans} values"
 
 
 def _check_model(name: str, *, mae: bool, kind: str) -> str:
@@ -327,6 +345,12 @@ class RunBase(_Strict):
     device: Device = "auto"
     threads: Threads = None
     seed: Seed = 0
+    recipe_notes: list[SafeStr] = Field(
+        default_factory=list,
+        max_length=100,
+        description="how the settings were chosen: one line per rule of the auto recipe or "
+        "adjustment made when the config was resolved (written by the resolver)",
+    )
 
 
 class _TrainBase(RunBase):
@@ -388,6 +412,17 @@ class _TrainBase(RunBase):
     def _lr_range(self) -> _TrainBase:
         if self.lr is not None and self.min_lr > self.lr:
             raise _fail("must not exceed lr; lower min_lr", "min_lr")
+        return self
+
+    @model_validator(mode="after")
+    def _warmup_below_epochs(self) -> _TrainBase:
+        if self.warmup_epochs > 0 and self.warmup_epochs >= self.epochs:
+            raise _fail(
+                f"is {self.warmup_epochs:g}, not below epochs={self.epochs}, so the learning rate "
+                f"would never reach its peak; set warmup_epochs to about "
+                f"{suggested_warmup(self.epochs):g} (10 % of the epochs) or raise epochs",
+                "warmup_epochs",
+            )
         return self
 
 
