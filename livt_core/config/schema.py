@@ -29,6 +29,7 @@ from livt_core.errors import ConfigError
 from livt_core.limits import (
     MAX_ACCUM_ITER,
     MAX_BATCH_SIZE,
+    MAX_CACHE_MB,
     MAX_CHANNELS,
     MAX_EFFECTIVE_BATCH,
     MAX_EPOCHS,
@@ -177,6 +178,13 @@ class DataConfig(_Strict):
         None, max_length=MAX_CHANNELS, description="None = the data set's statistics"
     )
     std: tuple[Number, ...] | None = Field(None, max_length=MAX_CHANNELS)
+    cache_mb: StrictInt = Field(
+        2048,
+        ge=0,
+        le=MAX_CACHE_MB,
+        description="image-file data sets whose decoded images fit this many MiB are decoded "
+        "once into memory shared with the loader processes (0: read the files every epoch)",
+    )
     num_workers: StrictInt = Field(
         4,
         le=MAX_NUM_WORKERS,

@@ -60,6 +60,7 @@ def dataset_kwargs(
         "val_per_class": data.val_per_class,
         "split_file": split_file,
         "allowed_roots": allowed_roots,
+        "cache_bytes": data.cache_mb << 20,
     }
 
 

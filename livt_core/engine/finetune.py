@@ -160,7 +160,9 @@ class FinetuneRecipe(TrainRecipe):
         else:
             test_set = self.eval_dataset(self.report_split)
             batch = self.config.eval_batch_size or self.config.batch_size
-            loader = self.loader(test_set, eval_sampler(test_set, self.ctx), batch, train=False)
+            loader = self.loader(
+                test_set, eval_sampler(test_set, self.ctx), batch, train=False, persistent=False
+            )
             total = len(test_set)
         report = self.evaluate(loader, total)
         return {
