@@ -176,6 +176,12 @@ class LongTailResult(BaseModel):
     per_class: list[Any] = Field(default_factory=list)
     class_counts: list[int] = Field(default_factory=list)
     split: str | None = None
+    selection_split: str | None = Field(
+        None, description="finetune: the split the best epoch was chosen on"
+    )
+    split_rule: str | None = Field(
+        None, description="finetune: in words, which split chose the epoch and which is reported"
+    )
     class_counts_source: str | None = None
 
 

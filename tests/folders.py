@@ -3,7 +3,8 @@
 ``make_imagefolder(root, ...)`` writes ``root/{train,val[,test]}/<class>/<n>.<ext>``: the
 training classes follow the exponential long-tail profile from ``n_max`` down to
 ``n_max / imbalance`` images, every other split holds ``per_class`` images of each class. Images
-are grey or "colourised" RGB (each class tinted by its own colour, so the channels differ),
+are grey or "colourised" RGB (each image tinted by a colour drawn independently of its class,
+so the channels differ but carry no label),
 resized to ``size`` px, written as PNG or JPEG. The source is the Fashion-MNIST IDX files in
 ``$LIVT_FASHION_MNIST_DIR``, else ``/work/shared/data/fashion-mnist``, else the bundled subset.
 """
@@ -90,9 +91,10 @@ def make_imagefolder(
                 image = Image.fromarray(images[index])
                 if size != image.width:
                     image = image.resize((size, size), Image.BICUBIC)
-                if colour:
+                if colour:  # a tint drawn per image, independent of the class
                     grey = np.asarray(image, dtype=np.float64)[..., None]
-                    rgb = np.clip(grey * _TINTS[c % len(_TINTS)] + 20, 0, 255).astype(np.uint8)
+                    tint = _TINTS[rng.integers(len(_TINTS))]
+                    rgb = np.clip(grey * tint + 20, 0, 255).astype(np.uint8)
                     image = Image.fromarray(rgb)
                 image.save(folder / f"{i:04d}.{ext}", quality=90 if ext == "jpg" else None)
     return root
