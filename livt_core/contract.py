@@ -161,7 +161,9 @@ PROGRESS_FIELDS: tuple[str, ...] = EVENT_FIELDS[STEP]
 
 class LongTailResult(BaseModel):
     """The result of a finetune or evaluate run (``long_tail_report`` of the reported split):
-    accuracies in percent, None for an empty group. Further keys of the report are kept."""
+    accuracies in percent, None for an empty group. Further keys of the report are kept: a
+    finetune adds ``selection_split`` (the split the best epoch was chosen on) and
+    ``split_rule`` (in words, which split chose the epoch and which is reported)."""
 
     model_config = ConfigDict(extra="allow")
 
@@ -176,12 +178,6 @@ class LongTailResult(BaseModel):
     per_class: list[Any] = Field(default_factory=list)
     class_counts: list[int] = Field(default_factory=list)
     split: str | None = None
-    selection_split: str | None = Field(
-        None, description="finetune: the split the best epoch was chosen on"
-    )
-    split_rule: str | None = Field(
-        None, description="finetune: in words, which split chose the epoch and which is reported"
-    )
     class_counts_source: str | None = None
 
 
