@@ -21,7 +21,8 @@ Usage (from the repository root, with the project importable)::
     PYTHONPATH=. python bench/folder_speed.py --no-cache      # files decoded every epoch
     PYTHONPATH=. python bench/folder_speed.py --smoke         # seconds
 
-Writes ``folder-speed-<device>.md`` / ``.json`` into ``--out-dir`` (default ``bench/results``).
+Writes ``folder-speed-<device>[-<sizes>][-nocache].md`` / ``.json`` into ``--out-dir`` (default
+``bench/results``).
 The generated folders need the Fashion-MNIST IDX files (``$LIVT_FASHION_MNIST_DIR``, else the
 bundled subset). Timings depend on the machine and its load; nothing asserts on them.
 """
@@ -176,7 +177,11 @@ def main(argv: list[str] | None = None) -> int:
         "rows": rows,
     }
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    slug = f"folder-speed-{args.device.replace(':', '')}{'-nocache' if args.no_cache else ''}"
+    slug = f"folder-speed-{args.device.replace(':', '')}"
+    if args.sizes != list(SIZES):
+        slug += "-" + "-".join(args.sizes)
+    if args.no_cache:
+        slug += "-nocache"
     (args.out_dir / f"{slug}.json").write_text(json.dumps(report, indent=2) + "\n")
     lines = [
         f"`{report['command']}`",

@@ -126,7 +126,7 @@ def test_quality_rejects_a_dependency_on_a_missing_run(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_folder_speed_smoke(tmp_path: Path) -> None:
     _run("folder_speed.py", "--out-dir", str(tmp_path))
-    report = json.loads((tmp_path / "folder-speed-cpu.json").read_text())
+    report = json.loads((tmp_path / "folder-speed-cpu-32.json").read_text())
     assert {(r["stage"], r["folder"]) for r in report["rows"]} == {
         ("mgp", "png-32"),
         ("bft", "png-32"),
@@ -134,4 +134,4 @@ def test_folder_speed_smoke(tmp_path: Path) -> None:
     for row in report["rows"]:
         for key in ("in_memory_images_per_s", "folder_images_per_s", "ratio"):
             assert math.isfinite(row[key]) and row[key] > 0, (row["stage"], key)
-    assert "ratio" in (tmp_path / "folder-speed-cpu.md").read_text()
+    assert "ratio" in (tmp_path / "folder-speed-cpu-32.md").read_text()
