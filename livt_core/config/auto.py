@@ -10,8 +10,8 @@ own settings override either.
 The rules (each number's reason is in its note; ``docs/method.md`` lists them):
 
 - **input size**: the median short side of the images, capped at 224 and rounded to the
-  model's patch grid (4-px patches up to 64 px, 16-px patches above; at least 8 patches a side
-  for 16-px patches, i.e. 128 px only for images that large);
+  model's patch grid (4-px patches up to 64 px; above, 16-px patches and at least 128 px,
+  i.e. 8 patches a side);
 - **model**: 4-px patch CPU models (``nano`` under 5,000 training images, else ``micro``) for
   images up to 64 px; ``tiny`` / ``small`` / ``base`` with 16-px patches for larger images, by
   training-set size (under 20,000 / under 200,000 / above);

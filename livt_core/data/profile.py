@@ -12,7 +12,6 @@ This module uses PIL and NumPy only (no torch).
 
 from __future__ import annotations
 
-import math
 import statistics
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
@@ -78,6 +77,10 @@ class DatasetProfile:
         out = asdict(self)
         out["num_classes"] = self.num_classes
         out["images"] = {split: self.split_size(split) for split in self.splits}
+        train = [n for n in self.splits.get("train", {}).values()]
+        out["imbalance_ratio"] = (
+            round(max(train) / min(train), 2) if train and min(train) > 0 else None
+        )
         return out
 
 
@@ -224,11 +227,3 @@ def profile_imagefolder(
     profile.colour = "grey" if moments.grey and moments.count else "colour"
     profile.channels = 1 if profile.colour == "grey" else 3
     return profile
-
-
-def imbalance_ratio(counts: Iterable[int]) -> float:
-    """n_max / n_min over the classes with images (inf when a class has none)."""
-    counts = list(counts)
-    if not counts or max(counts) == 0:
-        return 1.0
-    return math.inf if min(counts) == 0 else max(counts) / min(counts)

@@ -67,6 +67,7 @@ def test_profile_counts_sizes_colour_and_statistics(issue_set, issue_profile):
     assert p["mean"] == pytest.approx(pixels.mean(axis=0), abs=1e-3)
     assert p["std"] == pytest.approx(pixels.std(axis=0), abs=1e-3)
     assert (p["missing_classes"], p["unreadable_count"]) == ({}, 0)
+    assert p["imbalance_ratio"] == 12.0
 
 
 def test_profile_finds_grey_images_missing_classes_and_unreadable_files(tmp_path):
@@ -127,6 +128,18 @@ def test_named_preset_wins_over_the_auto_recipe(issue_set, issue_profile):
     assert resolve_config("pretrain", "fashion-mnist-lt") == resolve_config(
         "pretrain", "fashion-mnist-lt", {}
     )
+
+
+def test_a_grey_preset_on_a_colour_folder_runs_without_a_profile(issue_set):
+    # the issue: preset fashion-mnist-lt on an RGB folder failed at run time with
+    # "data.mean: has 3 values for a model with in_chans=1; give 1 or 1 values"
+    from livt_core.engine.factories import data_spec
+
+    data = {"dataset": "imagefolder", "root": str(issue_set)}
+    config = resolve_config("pretrain", "fashion-mnist-lt", {"data": data})
+    spec = data_spec(config.data)
+    assert spec.in_chans == 1 and len(spec.mean) == len(spec.std) == 1
+    channel_stats(spec.mean, spec.std, spec.in_chans)
 
 
 def test_user_settings_win_over_the_auto_recipe(issue_set, issue_profile):
