@@ -32,6 +32,7 @@ from livt_core.config import (
     list_presets,
     load_config_file,
     parse_overrides,
+    preset_overrides,
     resolve_config,
 )
 from livt_core.distributed import env_rank
@@ -112,6 +113,13 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
         "--preset", metavar="NAME", help=f"data set preset: {', '.join(list_presets())}"
     )
     parser.add_argument("--config", metavar="FILE", help="YAML or JSON file of settings")
+    parser.add_argument(
+        "--data",
+        metavar="DIR",
+        help="an image folder (DIR/train/<class>/<image>, DIR/val/..., optional DIR/test/...): "
+        "sets data.dataset=imagefolder and data.root=DIR. Without --preset an image folder is "
+        "profiled and the auto recipe chooses the settings (see --print-config)",
+    )
     parser.add_argument(
         "--set",
         dest="overrides",
@@ -205,7 +213,34 @@ def build_config(args: argparse.Namespace) -> Any:
     file_preset = values.pop("preset", None)
     preset = args.preset or file_preset
     values = deep_merge(values, parse_overrides(args.overrides))
-    return resolve_config(args.kind, preset, values)
+    if args.data:
+        values = deep_merge(values, {"data": {"dataset": "imagefolder", "root": args.data}})
+    return resolve_config(
+        args.kind, preset, values, profile=folder_profile(args.kind, values, preset)
+    )
+
+
+def folder_profile(
+    kind: str, values: Mapping[str, Any], preset: str | None
+) -> dict[str, Any] | None:
+    """The profile of the image folder a config names (``data.dataset=imagefolder`` with a
+    ``data.root``), read from its files; None for other data sets. With a preset the profile
+    is still read: its checks and the channel statistics of the data apply."""
+    data = values.get("data")
+    if not isinstance(data, Mapping) or not isinstance(data.get("root"), str):
+        return None
+    dataset = data.get("dataset")
+    if dataset is None and preset is not None:
+        dataset = preset_overrides(kind, preset).get("data", {}).get("dataset")
+    if dataset != "imagefolder":
+        return None
+    from livt_core.data.profile import profile_imagefolder
+
+    root = Path(data["root"]).expanduser()
+    if not (root / "train").is_dir():
+        return None  # the run reports the missing folder with the expected layout
+    logger.info("profiling %s", root)
+    return profile_imagefolder(root).to_dict()
 
 
 def _path_policy(args: argparse.Namespace) -> PathPolicy | None:

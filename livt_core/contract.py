@@ -174,7 +174,9 @@ PROGRESS_FIELDS: tuple[str, ...] = EVENT_FIELDS[STEP]
 
 class LongTailResult(BaseModel):
     """The result of a finetune or evaluate run (``long_tail_report`` of the reported split):
-    accuracies in percent, None for an empty group. Further keys of the report are kept."""
+    accuracies in percent, None for an empty group. Further keys of the report are kept: a
+    finetune adds ``selection_split`` (the split the best epoch was chosen on) and
+    ``split_rule`` (in words, which split chose the epoch and which is reported)."""
 
     model_config = ConfigDict(extra="allow")
 

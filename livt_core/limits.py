@@ -18,6 +18,7 @@ MAX_LT_SEED = 2**32 - 1  # numpy.random.RandomState accepts [0, 2^32)
 MAX_IMAGES = 100_000_000  # per class; ImageNet-21k has 14 M images in all
 MAX_IMBALANCE = 1_000_000.0  # γ; the literature uses 10-500
 MAX_STEPS = 100_000_000  # steps per epoch
+MAX_CACHE_MB = 1_048_576  # 1 TiB of decoded images per process
 MAX_CHANNELS = 16  # image channels (grey 1, RGB 3, multispectral a few more)
 #: Model geometry overrides in model_kwargs and their bounds: ViT-G has depth 48, width 1664,
 #: 16 heads; beyond these a model no longer fits a GPU.

@@ -29,6 +29,7 @@ from livt_core.errors import ConfigError
 from livt_core.limits import (
     MAX_ACCUM_ITER,
     MAX_BATCH_SIZE,
+    MAX_CACHE_MB,
     MAX_CHANNELS,
     MAX_EFFECTIVE_BATCH,
     MAX_EPOCHS,
@@ -177,6 +178,13 @@ class DataConfig(_Strict):
         None, max_length=MAX_CHANNELS, description="None = the data set's statistics"
     )
     std: tuple[Number, ...] | None = Field(None, max_length=MAX_CHANNELS)
+    cache_mb: StrictInt = Field(
+        2048,
+        ge=0,
+        le=MAX_CACHE_MB,
+        description="image-file data sets whose decoded images fit this many MiB are decoded "
+        "once into memory shared with the loader processes (0: read the files every epoch)",
+    )
     num_workers: StrictInt = Field(
         4,
         le=MAX_NUM_WORKERS,
@@ -233,7 +241,25 @@ class DataConfig(_Strict):
             raise _fail("set both mean and std, or neither", "std" if self.std is None else "mean")
         if self.mean is not None and self.std is not None and len(self.mean) != len(self.std):
             raise _fail("mean and std must have one value per channel each", "std")
+        if self.in_chans is not None:
+            for name, values in (("mean", self.mean), ("std", self.std)):
+                if values is not None and len(values) not in (1, self.in_chans):
+                    raise _fail(
+                        f"has {len(values)} values for in_chans={self.in_chans}; "
+                        f"{channel_count_fix(self.in_chans)}",
+                        name,
+                    )
         return self
+
+
+def suggested_warmup(epochs: int) -> float:
+    """A warmup of 10 % of ``epochs`` (the paper's fine-tuning ratio), to two decimals."""
+    return round(epochs * 0.1, 2)
+
+
+def channel_count_fix(in_chans: int) -> str:
+    """The fix for a mean / std of the wrong length: one value, or one per channel."""
+    return "give 1 value" if in_chans == 1 else f"give 1 value or {in_chans} values"
 
 
 def _check_model(name: str, *, mae: bool, kind: str) -> str:
@@ -337,6 +363,12 @@ class RunBase(_Strict):
     device: Device = "auto"
     threads: Threads = None
     seed: Seed = 0
+    recipe_notes: list[SafeStr] = Field(
+        default_factory=list,
+        max_length=100,
+        description="how the settings were chosen: one line per rule of the auto recipe or "
+        "adjustment made when the config was resolved (written by the resolver)",
+    )
 
 
 class _TrainBase(RunBase):
@@ -399,6 +431,17 @@ class _TrainBase(RunBase):
     def _lr_range(self) -> _TrainBase:
         if self.lr is not None and self.min_lr > self.lr:
             raise _fail("must not exceed lr; lower min_lr", "min_lr")
+        return self
+
+    @model_validator(mode="after")
+    def _warmup_below_epochs(self) -> _TrainBase:
+        if self.warmup_epochs > 0 and self.warmup_epochs >= self.epochs:
+            raise _fail(
+                f"is {self.warmup_epochs:g}, not below epochs={self.epochs}, so the learning rate "
+                f"would never reach its peak; set warmup_epochs to about "
+                f"{suggested_warmup(self.epochs):g} (10 % of the epochs) or raise epochs",
+                "warmup_epochs",
+            )
         return self
 
 

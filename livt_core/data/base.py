@@ -87,22 +87,65 @@ class ArrayDataset(LTDataset):
         return Image.fromarray(self.images[index])
 
 
+#: Headers read to estimate the memory a decoded file dataset takes.
+_CACHE_PROBES = 64
+
+
 class FileDataset(LTDataset):
-    """Images read from files on each access, converted to RGB."""
+    """Images read from files, converted to RGB: on each access, or once into memory.
+
+    :meth:`cache` decodes every image into ``uint8`` arrays held by the dataset (one
+    ``[N, H, W, 3]`` array when all images share a size, else one array each). Loader workers
+    forked afterwards read those pages shared with the parent, so the files are decoded once
+    per run instead of once per image per epoch.
+    """
 
     def __init__(self, paths: Sequence[Path], **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if len(paths) != len(self):
             raise ValueError(f"{len(paths)} paths for {len(self)} targets")
         self.paths = list(paths)
+        self.cached: np.ndarray | list[np.ndarray] | None = None
 
-    def load_image(self, index: int) -> Image.Image:
+    def _decode(self, index: int) -> Image.Image:
         path = self.paths[index]
         try:
             with Image.open(path) as image:
                 return image.convert("RGB")
-        except (OSError, UnidentifiedImageError) as exc:
+        except (OSError, UnidentifiedImageError, ValueError) as exc:
             raise DataError(f"cannot read image {path}: {exc}") from exc
+
+    def load_image(self, index: int) -> Image.Image:
+        if self.cached is not None:
+            return Image.fromarray(self.cached[index])
+        return self._decode(index)
+
+    def estimated_bytes(self) -> int:
+        """Decoded RGB size of the whole set, estimated from the headers of up to 64 files."""
+        if not self.paths:
+            return 0
+        step = max(1, len(self.paths) // _CACHE_PROBES)
+        pixels = []
+        for path in self.paths[::step][:_CACHE_PROBES]:
+            try:
+                with Image.open(path) as image:
+                    pixels.append(image.width * image.height)
+            except (OSError, UnidentifiedImageError, ValueError) as exc:
+                raise DataError(f"cannot read image {path}: {exc}") from exc
+        return int(3 * len(self.paths) * sum(pixels) / len(pixels))
+
+    def cache(self, budget_bytes: int) -> bool:
+        """Decodes every image into memory when the set fits ``budget_bytes``; True then."""
+        if self.cached is not None:
+            return True
+        if budget_bytes <= 0 or self.estimated_bytes() > budget_bytes:
+            return False
+        arrays = [np.asarray(self._decode(i)) for i in range(len(self.paths))]
+        if len({a.shape for a in arrays}) == 1:
+            self.cached = np.stack(arrays)
+        else:
+            self.cached = arrays
+        return True
 
 
 @dataclass(frozen=True)

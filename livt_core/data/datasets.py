@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ from PIL import Image
 
 # The dataset modules register themselves on import.
 from livt_core.data import cifar, fashion, folder  # noqa: F401
-from livt_core.data.base import DATASETS, SPLITS, DatasetInfo, LTDataset
+from livt_core.data.base import DATASETS, SPLITS, DatasetInfo, FileDataset, LTDataset
 from livt_core.errors import ConfigError, DataError
 
 __all__ = ["DatasetInfo", "build_dataset", "dataset_info", "list_datasets"]
@@ -49,6 +50,7 @@ def build_dataset(
     val_per_class: int | None = None,
     split_file: str | None = None,
     allowed_roots: Sequence[Path] | None = None,
+    cache_bytes: int = 0,
 ) -> LTDataset:
     """Build one split (``"train"``, ``"val"`` or ``"test"``) of a registered dataset.
 
@@ -61,6 +63,8 @@ def build_dataset(
     argument and :class:`DataError` for missing or malformed data. ``allowed_roots``: when
     given, a file or folder of the dataset that is a link leading outside these roots refuses
     the dataset (the job service passes its data roots; a local run may pass None).
+    ``cache_bytes``: a dataset read from files whose decoded images fit this many bytes is
+    decoded once into memory (0: read the files on every access).
     """
     spec = DATASETS.get(name)
     if split not in SPLITS:
@@ -88,4 +92,20 @@ def build_dataset(
     )
     dataset.transform = transform
     logger.info("%s", dataset.source)
+    if cache_bytes > 0 and isinstance(dataset, FileDataset):
+        started = time.perf_counter()
+        if dataset.cache(cache_bytes):
+            logger.info(
+                "decoded %d images of %s into memory in %.1f s",
+                len(dataset),
+                split,
+                time.perf_counter() - started,
+            )
+        else:
+            logger.info(
+                "%s: about %d MiB decoded, over the cache budget of %d MiB; reading the files",
+                split,
+                dataset.estimated_bytes() >> 20,
+                cache_bytes >> 20,
+            )
     return dataset

@@ -28,6 +28,7 @@ from timm.data.random_erasing import RandomErasing
 from torchvision import transforms as T
 from torchvision.transforms import InterpolationMode
 
+from livt_core.config.schema import channel_count_fix
 from livt_core.errors import ConfigError
 
 EVAL_CROP_PCT = 0.875
@@ -138,7 +139,7 @@ def channel_stats(
             raise ConfigError(
                 field,
                 f"has {len(values)} values for a model with in_chans={in_chans}",
-                f"give 1 or {in_chans} values",
+                channel_count_fix(in_chans),
             )
         out.append(values)
     if any(s <= 0 for s in out[1]):

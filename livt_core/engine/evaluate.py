@@ -58,7 +58,11 @@ class EvaluateRecipe(Recipe):
         load_model_state(self.model, state, cfg.checkpoint)
         self.model.to(self.device)
         self.eval_loader = self.loader(
-            self.eval_set, eval_sampler(self.eval_set, self.ctx), cfg.batch_size, train=False
+            self.eval_set,
+            eval_sampler(self.eval_set, self.ctx),
+            cfg.batch_size,
+            train=False,
+            persistent=False,
         )
 
     def train(self) -> dict[str, Any]:

@@ -27,12 +27,21 @@ class DataSpec:
     has_test: bool
 
 
+def _to_channels(values: tuple[float, ...], in_chans: int) -> tuple[float, ...]:
+    """A data set's own statistics for a model with another channel count: RGB statistics
+    for a grey model are averaged (images are reduced to grey by the transforms)."""
+    if len(values) not in (1, in_chans) and in_chans == 1:
+        return (round(sum(values) / len(values), 4),)
+    return values
+
+
 def data_spec(data: DataConfig) -> DataSpec:
-    """Channels and normalisation: the config's values, else the data set's own."""
+    """Channels and normalisation: the config's values, else the data set's own (fitted to
+    ``in_chans`` when the config sets another channel count than the data set's)."""
     info = dataset_info(data.dataset, data.root)
-    mean = tuple(data.mean) if data.mean is not None else tuple(info.mean)
-    std = tuple(data.std) if data.std is not None else tuple(info.std)
     in_chans = data.in_chans if data.in_chans is not None else info.in_chans
+    mean = tuple(data.mean) if data.mean is not None else _to_channels(info.mean, in_chans)
+    std = tuple(data.std) if data.std is not None else _to_channels(info.std, in_chans)
     return DataSpec(in_chans=in_chans, mean=mean, std=std, has_test=info.has_test)
 
 
@@ -51,6 +60,7 @@ def dataset_kwargs(
         "val_per_class": data.val_per_class,
         "split_file": split_file,
         "allowed_roots": allowed_roots,
+        "cache_bytes": data.cache_mb << 20,
     }
 
 

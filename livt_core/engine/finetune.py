@@ -43,6 +43,17 @@ SELECTION_SPLIT = "val"
 VAL_METRICS = ("overall", "many", "medium", "few", "top5", "ece")
 
 
+def split_rule(report_split: str) -> str:
+    """The result's statement of which split chose the best epoch and which is reported."""
+    if report_split == SELECTION_SPLIT:
+        return (
+            f"no test split: the best epoch was chosen on {SELECTION_SPLIT} and the result is "
+            f"on {SELECTION_SPLIT} too (an optimistic estimate; add a test split for an "
+            "unbiased one)"
+        )
+    return f"the best epoch was chosen on {SELECTION_SPLIT}; the result is on {report_split}"
+
+
 class FinetuneRecipe(TrainRecipe):
     """Fine-tunes ``config.model`` from ``config.init`` (an MGP or classifier checkpoint).
 
@@ -160,13 +171,16 @@ class FinetuneRecipe(TrainRecipe):
         else:
             test_set = self.eval_dataset(self.report_split)
             batch = self.config.eval_batch_size or self.config.batch_size
-            loader = self.loader(test_set, eval_sampler(test_set, self.ctx), batch, train=False)
+            loader = self.loader(
+                test_set, eval_sampler(test_set, self.ctx), batch, train=False, persistent=False
+            )
             total = len(test_set)
         report = self.evaluate(loader, total)
         return {
             **report,
             "split": self.report_split,
             "selection_split": SELECTION_SPLIT,
+            "split_rule": split_rule(self.report_split),
             "class_counts_source": self.train_set.source,
             "best_epoch": self.best["epoch"] if self.best else None,
             "checkpoint": str(best_path),

@@ -10,13 +10,14 @@ from __future__ import annotations
 import abc
 import logging
 import math
+import multiprocessing
 import sys
 from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
 from livt_core.checkpoint import extract_model_state, load_checkpoint, save_checkpoint
 from livt_core.config import EvaluateConfig, FinetuneConfig, PretrainConfig
@@ -72,6 +73,34 @@ LOADER_START_METHOD = "fork" if sys.platform.startswith("linux") else None
 AnyConfig = PretrainConfig | FinetuneConfig | EvaluateConfig
 
 
+class EpochSeeded(Dataset):
+    """A training set whose loader workers reseed NumPy, ``random`` and torch when the epoch
+    changes, from ``(seed, epoch, worker id)``: persistent workers then draw the same
+    augmentations as workers started anew every epoch would, also after a resume.
+
+    ``epoch`` is a shared integer the recipe sets before each epoch's first batch is asked for.
+    The main process (no workers) keeps the run's own generators.
+    """
+
+    def __init__(self, dataset: Dataset, seed: int, epoch: Any) -> None:
+        self.dataset = dataset
+        self.seed = seed
+        self.epoch = epoch
+        self._seeded: int | None = None
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> Any:
+        epoch = int(self.epoch.value)
+        if epoch != self._seeded:
+            worker = get_worker_info()
+            if worker is not None:
+                seed_everything((self.seed + 1000 * epoch) * 1009 + worker.id)
+            self._seeded = epoch
+        return self.dataset[index]
+
+
 class Recipe(abc.ABC):
     """One run of a stage. ``setup()`` builds everything, ``train()`` runs and returns the result,
     ``cleanup()`` releases the process group (always call it, also after a failure)."""
@@ -101,6 +130,8 @@ class Recipe(abc.ABC):
         self.history: list[dict[str, Any]] = []
         self.checkpoints: dict[str, str] = {}
         self.precision = Precision("cpu", None)
+        #: The epoch the training loader's workers seed for, shared with the forked workers.
+        self.loader_epoch = multiprocessing.Value("q", 0, lock=False)
 
     @property
     def allowed_roots(self) -> tuple[Path, ...] | None:
@@ -138,16 +169,26 @@ class Recipe(abc.ABC):
         shutdown(self.ctx)
 
     def loader(
-        self, dataset: Dataset, sampler: Sampler, batch_size: int, *, train: bool
+        self,
+        dataset: Dataset,
+        sampler: Sampler,
+        batch_size: int,
+        *,
+        train: bool,
+        persistent: bool = True,
     ) -> DataLoader:
         """A loader over this rank's share; training drops the last incomplete batch.
 
-        Loader workers are started anew every epoch (their seeds follow the run's generator, so
-        a resumed run augments as an uninterrupted one). On Linux they are forked whatever the
-        process's default start method: a process that was itself spawned (a pool worker, for
-        instance) would otherwise spawn them too, re-importing torch and pickling the data set
-        every epoch. Each worker runs one torch thread (:func:`loader_worker_init`)."""
+        Loader workers live for the whole run (``persistent``; a loader used once passes
+        False) and reseed at the start of every epoch from the run's seed, the rank, the epoch
+        and their id (:class:`EpochSeeded`), so a resumed run augments as an uninterrupted
+        one. On Linux they are forked whatever the process's default start method: a process
+        that was itself spawned (a pool worker, for instance) would otherwise spawn them too,
+        re-importing torch and pickling the data set. Each worker runs one torch thread
+        (:func:`loader_worker_init`)."""
         workers = self.config.data.num_workers
+        if workers > 0 and train:
+            dataset = EpochSeeded(dataset, self.config.seed + self.ctx.rank, self.loader_epoch)
         return DataLoader(
             dataset,
             batch_size=batch_size,
@@ -157,6 +198,7 @@ class Recipe(abc.ABC):
             drop_last=train,
             worker_init_fn=loader_worker_init,
             multiprocessing_context=LOADER_START_METHOD if workers > 0 else None,
+            persistent_workers=workers > 0 and persistent,
         )
 
     def write_result(self, result: dict[str, Any]) -> None:
@@ -337,6 +379,7 @@ class TrainRecipe(Recipe):
             self.callbacks.on_epoch_end(int(entry["epoch"]), earlier)
         for epoch in range(self.start_epoch, cfg.epochs):
             self.sampler.set_epoch(epoch)
+            self.loader_epoch.value = epoch
             outcome = train_one_epoch(
                 self.train_model,
                 self.train_loader,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -22,12 +23,15 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _run(script: str, *args: str) -> None:
+    # the scripts import the project and tests/folders.py from the repository root
+    path = os.pathsep.join(filter(None, (str(REPO), os.environ.get("PYTHONPATH"))))
     proc = subprocess.run(
         [sys.executable, str(REPO / "bench" / script), "--smoke", *args],
         cwd=REPO,
         capture_output=True,
         text=True,
         timeout=300,
+        env={**os.environ, "PYTHONPATH": path},
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
 
@@ -151,3 +155,17 @@ def test_quality_rejects_a_dependency_on_a_missing_run(tmp_path: Path) -> None:
     job = quality.Job("finetune", {}, tmp_path, after="mgp-seed9")
     with pytest.raises(ValueError, match="mgp-seed9"):
         quality.run_all({"bft": job}, 2, 1)
+
+
+@pytest.mark.slow
+def test_folder_speed_smoke(tmp_path: Path) -> None:
+    _run("folder_speed.py", "--out-dir", str(tmp_path))
+    report = json.loads((tmp_path / "folder-speed-cpu-32.json").read_text())
+    assert {(r["stage"], r["folder"]) for r in report["rows"]} == {
+        ("mgp", "png-32"),
+        ("bft", "png-32"),
+    }
+    for row in report["rows"]:
+        for key in ("in_memory_images_per_s", "folder_images_per_s", "ratio"):
+            assert math.isfinite(row[key]) and row[key] > 0, (row["stage"], key)
+    assert "ratio" in (tmp_path / "folder-speed-cpu-32.md").read_text()
