@@ -72,7 +72,7 @@ def make_imagefolder(
     seed: int = 0,
 ) -> Path:
     """Writes the folder and returns ``root``. With the defaults: 10 classes, 463 training
-    images (120 down to 10), 10 validation images a class, 32 px RGB PNG (the issue's set)."""
+    images (120 down to 10), 10 validation images a class, 32 px RGB PNG (a small user's set)."""
     source = fashion_source()
     images, labels = _pool(source, train=True)
     rng = np.random.default_rng(seed)

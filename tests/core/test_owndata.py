@@ -22,14 +22,14 @@ from tests.folders import make_imagefolder
 
 
 @pytest.fixture(scope="module")
-def issue_set(tmp_path_factory) -> Path:
-    """The issue's set: 10 classes, 463 training images (120 → 10), 32 px RGB PNG, train/val."""
+def small_set(tmp_path_factory) -> Path:
+    """A small user set: 10 classes, 463 training images (120 → 10), 32 px RGB PNG, train/val."""
     return make_imagefolder(tmp_path_factory.mktemp("lt463"))
 
 
 @pytest.fixture(scope="module")
-def issue_profile(issue_set) -> dict:
-    return profile_imagefolder(issue_set).to_dict()
+def small_profile(small_set) -> dict:
+    return profile_imagefolder(small_set).to_dict()
 
 
 def _errors(exc: ConfigErrors) -> dict[str, str]:
@@ -50,8 +50,8 @@ def _big_profile(n_per_class: int, side: int, classes: int = 100) -> dict:
 # -- the profile ------------------------------------------------------------------------------
 
 
-def test_profile_counts_sizes_colour_and_statistics(issue_set, issue_profile):
-    p = issue_profile
+def test_profile_counts_sizes_colour_and_statistics(small_set, small_profile):
+    p = small_profile
     assert p["images"] == {"train": 463, "val": 100}
     assert sorted(p["splits"]["train"].values(), reverse=True)[0] == 120
     assert min(p["splits"]["train"].values()) == 10
@@ -61,7 +61,7 @@ def test_profile_counts_sizes_colour_and_statistics(issue_set, issue_profile):
     pixels = np.concatenate(
         [
             np.asarray(Image.open(f), dtype=np.float64).reshape(-1, 3) / 255
-            for f in sorted((issue_set / "train").rglob("*.png"))
+            for f in sorted((small_set / "train").rglob("*.png"))
         ]
     )
     assert p["mean"] == pytest.approx(pixels.mean(axis=0), abs=1e-3)
@@ -88,21 +88,21 @@ def test_profile_finds_grey_images_missing_classes_and_unreadable_files(tmp_path
 # -- the auto recipe --------------------------------------------------------------------------
 
 
-def test_auto_recipe_for_a_small_32px_colour_set(issue_set, issue_profile):
-    data = {"dataset": "imagefolder", "root": str(issue_set)}
-    mgp = resolve_config("pretrain", None, {"data": data}, profile=issue_profile)
-    bft = resolve_config("finetune", None, {"data": data}, profile=issue_profile)
+def test_auto_recipe_for_a_small_32px_colour_set(small_set, small_profile):
+    data = {"dataset": "imagefolder", "root": str(small_set)}
+    mgp = resolve_config("pretrain", None, {"data": data}, profile=small_profile)
+    bft = resolve_config("finetune", None, {"data": data}, profile=small_profile)
     assert (mgp.model, bft.model) == ("mae_vit_nano_patch4", "vit_nano_patch4")
     for config in (mgp, bft):
         assert (config.data.img_size, config.data.in_chans) == (32, 3)
-        assert list(config.data.mean) == issue_profile["mean"]
+        assert list(config.data.mean) == small_profile["mean"]
         assert config.batch_size <= 463 // 8
         steps = 463 // config.batch_size
         assert config.epochs * steps >= TARGET_UPDATES[config.kind]
         assert 0 < config.warmup_epochs <= 0.1 * config.epochs
         assert config.recipe_notes[0].startswith("auto recipe")
         assert any(n.startswith("epochs=") for n in config.recipe_notes)
-    # the issue's failure: 8-100 % crops, RandAugment and Mixup/CutMix on 32 px images
+    # what the ImageNet-LT defaults did: 8-100 % crops, RandAugment and Mixup/CutMix on 32 px images
     assert bft.crop_scale[0] >= 0.3 and bft.auto_augment is None
     assert bft.mixup == bft.cutmix == 0.0
 
@@ -118,33 +118,33 @@ def test_auto_recipe_does_not_overtrain_a_large_set():
     assert mid["auto_augment"] == "rand-m6-mstd0.5-inc1"
 
 
-def test_named_preset_wins_over_the_auto_recipe(issue_set, issue_profile):
-    data = {"dataset": "imagefolder", "root": str(issue_set)}
-    config = resolve_config("pretrain", "fashion-mnist-lt", {"data": data}, profile=issue_profile)
+def test_named_preset_wins_over_the_auto_recipe(small_set, small_profile):
+    data = {"dataset": "imagefolder", "root": str(small_set)}
+    config = resolve_config("pretrain", "fashion-mnist-lt", {"data": data}, profile=small_profile)
     assert (config.epochs, config.batch_size, config.data.img_size) == (15, 64, 28)
     # the preset's grey model gets the data's statistics fitted to one channel
     assert config.data.in_chans == 1
-    assert config.data.mean == (round(sum(issue_profile["mean"]) / 3, 4),)
+    assert config.data.mean == (round(sum(small_profile["mean"]) / 3, 4),)
     assert resolve_config("pretrain", "fashion-mnist-lt") == resolve_config(
         "pretrain", "fashion-mnist-lt", {}
     )
 
 
-def test_a_grey_preset_on_a_colour_folder_runs_without_a_profile(issue_set):
-    # the issue: preset fashion-mnist-lt on an RGB folder failed at run time with
+def test_a_grey_preset_on_a_colour_folder_runs_without_a_profile(small_set):
+    # preset fashion-mnist-lt on an RGB folder used to fail at run time with
     # "data.mean: has 3 values for a model with in_chans=1; give 1 or 1 values"
     from livt_core.engine.factories import data_spec
 
-    data = {"dataset": "imagefolder", "root": str(issue_set)}
+    data = {"dataset": "imagefolder", "root": str(small_set)}
     config = resolve_config("pretrain", "fashion-mnist-lt", {"data": data})
     spec = data_spec(config.data)
     assert spec.in_chans == 1 and len(spec.mean) == len(spec.std) == 1
     channel_stats(spec.mean, spec.std, spec.in_chans)
 
 
-def test_user_settings_win_over_the_auto_recipe(issue_set, issue_profile):
-    values = {"data": {"dataset": "imagefolder", "root": str(issue_set)}, "epochs": 3}
-    config = resolve_config("finetune", None, values, profile=issue_profile)
+def test_user_settings_win_over_the_auto_recipe(small_set, small_profile):
+    values = {"data": {"dataset": "imagefolder", "root": str(small_set)}, "epochs": 3}
+    config = resolve_config("finetune", None, values, profile=small_profile)
     assert config.epochs == 3 and config.warmup_epochs < 3
 
 
@@ -166,19 +166,19 @@ def test_an_inherited_warmup_shrinks_with_the_users_epochs():
     assert unchanged.warmup_epochs == 2 and unchanged.recipe_notes == []
 
 
-def test_batch_larger_than_the_training_set_is_refused(issue_set, issue_profile):
-    values = {"data": {"dataset": "imagefolder", "root": str(issue_set)}, "batch_size": 512}
+def test_batch_larger_than_the_training_set_is_refused(small_set, small_profile):
+    values = {"data": {"dataset": "imagefolder", "root": str(small_set)}, "batch_size": 512}
     with pytest.raises(ConfigErrors) as err:
-        resolve_config("finetune", None, values, profile=issue_profile)
+        resolve_config("finetune", None, values, profile=small_profile)
     assert "set batch_size to at most 463" in _errors(err.value)["batch_size"]
 
 
-def test_evaluate_split_the_data_lacks_is_refused(issue_set, issue_profile):
-    values = {"data": {"dataset": "imagefolder", "root": str(issue_set)}, "split": "test"}
+def test_evaluate_split_the_data_lacks_is_refused(small_set, small_profile):
+    values = {"data": {"dataset": "imagefolder", "root": str(small_set)}, "split": "test"}
     with pytest.raises(ConfigErrors) as err:
-        resolve_config("evaluate", None, values, profile=issue_profile)
+        resolve_config("evaluate", None, values, profile=small_profile)
     assert "no test split" in _errors(err.value)["split"] and "split=val" in str(err.value)
-    auto = resolve_config("evaluate", None, {"data": values["data"]}, profile=issue_profile)
+    auto = resolve_config("evaluate", None, {"data": values["data"]}, profile=small_profile)
     assert auto.split == "val"
 
 
@@ -202,24 +202,24 @@ def test_profile_problems_are_refused_before_the_run(tmp_path):
     assert "1 image cannot be read ('train/coat/0001.png')" in _errors(err.value)["data.root"]
 
 
-def test_print_config_shows_the_recipe_notes(issue_set, capsys):
-    assert main(["train", "finetune", "--data", str(issue_set), "--print-config"]) == 0
+def test_print_config_shows_the_recipe_notes(small_set, capsys):
+    assert main(["train", "finetune", "--data", str(small_set), "--print-config"]) == 0
     config = json.loads(capsys.readouterr().out)
-    assert config["model"] == "vit_nano_patch4" and config["data"]["root"] == str(issue_set)
+    assert config["model"] == "vit_nano_patch4" and config["data"]["root"] == str(small_set)
     assert any(n.startswith("batch_size=") for n in config["recipe_notes"])
 
 
 # -- the decoded-image cache ------------------------------------------------------------------
 
 
-def test_cached_images_equal_the_files_and_the_budget_holds(issue_set):
-    files = build_dataset("imagefolder", "train", root=issue_set)
-    cached = build_dataset("imagefolder", "train", root=issue_set, cache_bytes=64 << 20)
+def test_cached_images_equal_the_files_and_the_budget_holds(small_set):
+    files = build_dataset("imagefolder", "train", root=small_set)
+    cached = build_dataset("imagefolder", "train", root=small_set, cache_bytes=64 << 20)
     assert files.cached is None and cached.cached is not None
     assert cached.cached.shape == (463, 32, 32, 3) and cached.cached.dtype == np.uint8
     for i in (0, 200, 462):
         assert np.array_equal(np.asarray(files.load_image(i)), np.asarray(cached.load_image(i)))
-    over = build_dataset("imagefolder", "train", root=issue_set, cache_bytes=463 * 32 * 32)
+    over = build_dataset("imagefolder", "train", root=small_set, cache_bytes=463 * 32 * 32)
     assert over.cached is None
     assert math.isclose(cached.estimated_bytes(), 463 * 32 * 32 * 3)
 
@@ -228,11 +228,11 @@ def test_cached_images_equal_the_files_and_the_budget_holds(issue_set):
 
 
 @pytest.mark.slow
-def test_zero_config_finetune_on_the_issue_set_learns(issue_set, tmp_path, capsys):
-    # Only the folder and a shorter schedule: everything else is the auto recipe's. The issue's
+def test_zero_config_finetune_on_a_small_set_learns(small_set, tmp_path, capsys):
+    # Only the folder and a shorter schedule: everything else is the auto recipe's. The
     # ImageNet-LT defaults scored 16.3 % overall and 0 % few on this set.
     out = tmp_path / "bft"
-    argv = ["train", "finetune", "--data", str(issue_set), "--output-dir", str(out)]
+    argv = ["train", "finetune", "--data", str(small_set), "--output-dir", str(out)]
     argv += ["--set", "epochs=20", "--set", "threads=1", "--no-progress"]
     assert main(argv) == 0
     result = json.loads((out / "results.json").read_text())
@@ -246,12 +246,12 @@ def test_zero_config_finetune_on_the_issue_set_learns(issue_set, tmp_path, capsy
 
 
 @pytest.mark.slow
-def test_resumed_run_with_persistent_workers_ends_identical(issue_set, tmp_path):
+def test_resumed_run_with_persistent_workers_ends_identical(small_set, tmp_path):
     from livt_core.engine import run
     from tests.core.test_engine import Recorder
 
     values = {
-        "data": {"dataset": "imagefolder", "root": str(issue_set), "num_workers": 1},
+        "data": {"dataset": "imagefolder", "root": str(small_set), "num_workers": 1},
         "epochs": 2,
         "max_steps_per_epoch": 3,
         "threads": 1,
@@ -259,7 +259,7 @@ def test_resumed_run_with_persistent_workers_ends_identical(issue_set, tmp_path)
         "reprob": 0.25,
         "model_kwargs": {"depth": 1, "embed_dim": 32, "num_heads": 2},
     }
-    profile = profile_imagefolder(issue_set).to_dict()
+    profile = profile_imagefolder(small_set).to_dict()
     config = resolve_config("finetune", None, values, profile=profile)
     straight = run(config, tmp_path / "straight", resume=None)
     first = run(config, tmp_path / "resumed", callbacks=Recorder(stop_after_epoch=0))
