@@ -207,7 +207,7 @@ def test_pipeline_chains_stages(client: LivtClient) -> None:
                 "model_kwargs": {"depth": 1},
                 "data": {"num_workers": 0},
             },
-            {**TINY_FINETUNE, "epochs": 1},
+            {**TINY_FINETUNE},  # epochs 2, warmup 1
         ],
         name="client-pipeline",
     )
