@@ -136,13 +136,7 @@ def check_json_shape(body: bytes, limits: BodyLimits) -> None:
                 "json_too_many_keys",
             )
         if items > limits.max_json_items:
-            raise _over(
-                limits.max_json_items,
-                "array items",
-                "LIVT_MAX_JSON_ITEMS",
-                "send shorter lists",
-                "json_too_many_items",
-            )
+            raise _too_many_items(limits)
         if len(kinds) > limits.max_json_depth:
             raise BodyRejected(
                 422,
@@ -153,13 +147,17 @@ def check_json_shape(body: bytes, limits: BodyLimits) -> None:
     if kinds and kinds[-1] == _OPEN_ARRAY:  # numbers after the last string or bracket
         items += body.count(b",", position) + (not filled[-1] and bool(body[position:].strip()))
         if items > limits.max_json_items:
-            raise _over(
-                limits.max_json_items,
-                "array items",
-                "LIVT_MAX_JSON_ITEMS",
-                "send shorter lists",
-                "json_too_many_items",
-            )
+            raise _too_many_items(limits)
+
+
+def _too_many_items(limits: BodyLimits) -> BodyRejected:
+    return _over(
+        limits.max_json_items,
+        "array items",
+        "LIVT_MAX_JSON_ITEMS",
+        "send shorter lists",
+        "json_too_many_items",
+    )
 
 
 def _too_large(limits: BodyLimits) -> BodyRejected:
