@@ -20,9 +20,19 @@ def get_app_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
+#: Methods whose routes only read (at most single-statement writes such as a token's
+#: ``last_used_at``): they get an autocommit session (``livt_service.db.get_api_engines``).
+READ_METHODS = frozenset({"GET", "HEAD"})
+
+
 def get_session(request: Request) -> Iterator[Session]:
-    """A session per request; closed (and any open transaction rolled back) afterwards."""
-    with request.app.state.sessionmaker() as session:
+    """A session per request; closed (and any open transaction rolled back) afterwards.
+
+    ``GET`` and ``HEAD`` requests read through the autocommit engine: no ``BEGIN`` and no
+    rollback around their statements."""
+    state = request.app.state
+    factory = state.read_sessionmaker if request.method in READ_METHODS else state.sessionmaker
+    with factory() as session:
         yield session
 
 

@@ -24,7 +24,7 @@ from api.request_limits import BodyLimits, RequestGuard
 from api.routers import datasets, health, jobs, metrics, pipelines, presets, tokens
 from api.services.users import ensure_token
 from api.telemetry import MetricsMiddleware, Telemetry
-from livt_service.db import get_engine, upgrade_database
+from livt_service.db import get_api_engines, upgrade_database
 from livt_service.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
@@ -48,8 +48,9 @@ def _start(settings: Settings, session_factory: sessionmaker[Session]) -> None:
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Builds the app on ``settings`` (default: :func:`livt_service.settings.get_settings`)."""
     settings = settings or get_settings()
-    engine = get_engine(settings.database_url)
+    engine, read_engine = get_api_engines(settings.database_url)
     session_factory = sessionmaker(bind=engine, expire_on_commit=False)
+    read_session_factory = sessionmaker(bind=read_engine, expire_on_commit=False)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -69,7 +70,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.engine = engine
+    app.state.read_engine = read_engine
     app.state.sessionmaker = session_factory
+    app.state.read_sessionmaker = read_session_factory
     app.state.telemetry = Telemetry(session_factory, settings.worker_lost_seconds)
     limits = BodyLimits(
         max_bytes=settings.max_body_bytes,

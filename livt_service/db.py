@@ -43,10 +43,31 @@ def _prepare_sqlite_file(url: str) -> None:
         Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
 
 
-def create_db_engine(url: str, **kwargs: Any) -> Engine:
-    """A new engine for ``url`` with the service's SQLite connection settings applied."""
+#: Seconds after which a pooled connection is replaced instead of reused (engines without a
+#: pre-ping: a server-side idle timeout or a restart then costs at most one failed request).
+POOL_RECYCLE_SECONDS = 1800
+
+
+def create_db_engine(
+    url: str, *, autocommit: bool = False, pre_ping: bool = True, **kwargs: Any
+) -> Engine:
+    """A new engine for ``url`` with the service's SQLite connection settings applied.
+
+    ``autocommit``: every statement is its own transaction, so nothing is open when a
+    connection goes back to the pool and the pool's rollback on return is skipped; for
+    request paths that only read (a single write statement is still fine there).
+    ``pre_ping``: a ``SELECT 1`` on every checkout (PostgreSQL). Without it a dead connection
+    fails its first statement; SQLAlchemy then recognises the disconnect and invalidates the
+    pool, so the next request connects afresh, and connections are recycled after
+    :data:`POOL_RECYCLE_SECONDS`.
+    """
+    if autocommit:
+        kwargs.setdefault("isolation_level", "AUTOCOMMIT")
+        kwargs.setdefault("pool_reset_on_return", None)
     if make_url(url).get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True, **kwargs)
+        if not pre_ping:
+            kwargs.setdefault("pool_recycle", POOL_RECYCLE_SECONDS)
+        return create_engine(url, pool_pre_ping=pre_ping, **kwargs)
     _prepare_sqlite_file(url)
     engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, **kwargs)
 
@@ -59,6 +80,9 @@ def create_db_engine(url: str, **kwargs: Any) -> Engine:
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.close()
+
+    if autocommit:
+        return engine  # the driver runs in autocommit mode already (see _on_connect)
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
@@ -76,6 +100,26 @@ def get_engine(url: str | None = None) -> Engine:
         if engine is None:
             engine = _engines[url] = create_db_engine(url)
         return engine
+
+
+def get_api_engines(url: str | None = None) -> tuple[Engine, Engine]:
+    """The process-wide ``(engine, read_engine)`` pair of the API for ``url``.
+
+    Both skip the pre-ping (see :func:`create_db_engine`). The read engine is in autocommit
+    mode: a ``GET`` costs exactly its statements (no ``BEGIN``, no rollback on return). The
+    other engine serves every request that writes, in transactions as usual.
+    """
+    url = _database_url(url)
+    with _lock:
+        engines = []
+        for key, autocommit in ((f"api:{url}", False), (f"api-read:{url}", True)):
+            engine = _engines.get(key)
+            if engine is None:
+                engine = _engines[key] = create_db_engine(
+                    url, autocommit=autocommit, pre_ping=False
+                )
+            engines.append(engine)
+        return engines[0], engines[1]
 
 
 def get_sessionmaker(url: str | None = None) -> sessionmaker[Session]:

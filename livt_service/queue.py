@@ -60,6 +60,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     elif settings.broker_url.startswith("sqla+sqlite"):
         # the API and the worker write the file at once: wait for its lock instead of failing
         transport_options["connect_args"] = {"timeout": 30}
+        # kombu polls an empty queue once a second by default, which was most of the time
+        # from submit to running; an indexed SELECT on a local file costs far less than that
+        transport_options["polling_interval"] = settings.broker_poll_seconds
     elif settings.broker_url.startswith("filesystem://"):
         folder = settings.data_dir / "broker"
         transport_options.update(

@@ -101,6 +101,12 @@ class Settings(BaseSettings):
     log_stream_poll_seconds: float = Field(
         1.0, gt=0, description="how often the log stream looks for new lines"
     )
+    broker_poll_seconds: float = Field(
+        0.05,
+        gt=0,
+        le=10,
+        description="how often a worker on the embedded SQLite broker looks for new messages",
+    )
     readiness_timeout_seconds: float = Field(
         3.0, gt=0, description="time limit of each /readyz check"
     )

@@ -138,7 +138,7 @@ def job_logs(
 ) -> LogPage:
     """Log lines from ``offset``; go on from ``next_offset`` until ``finished``."""
     job = service.get_job(session, user, job_id)
-    lines, finished = service.read_logs(session, job.id, offset, limit)
+    lines, finished = service.read_logs(session, job.id, offset, limit, status=job.status)
     return LogPage(
         job_id=job.id,
         lines=[LogLinePublic.model_validate(line, from_attributes=True) for line in lines],

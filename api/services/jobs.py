@@ -21,9 +21,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Select, and_, or_, select
+from sqlalchemy import Select, select, tuple_
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload, load_only
 
 from api.errors import (
     ConflictError,
@@ -84,11 +84,46 @@ def visible_jobs(user: User) -> Select[Any]:
     return query if user.is_admin else query.where(Job.owner_id == user.id)
 
 
+#: The columns ``GET /jobs`` shows (``api.schemas.JobSummary``): a page never loads the spec and
+#: config documents.
+LIST_COLUMNS = (
+    Job.id,
+    Job.kind,
+    Job.name,
+    Job.status,
+    Job.preset,
+    Job.dataset,
+    Job.model,
+    Job.loss,
+    Job.queue,
+    Job.gpus,
+    Job.attempt,
+    Job.progress,
+    Job.result,
+    Job.failure_reason,
+    Job.failure_message,
+    Job.pipeline_id,
+    Job.stage,
+    Job.init_job_id,
+    Job.depends_on,
+    Job.idempotency_key,
+    Job.created_at,
+    Job.started_at,
+    Job.finished_at,
+    Job.updated_at,
+)
+
+
 def get_job(session: Session, user: User, job_id: str, *, for_update: bool = False) -> Job:
-    """The job ``job_id`` if ``user`` may see it; 404 otherwise (also for other users' jobs)."""
+    """The job ``job_id`` if ``user`` may see it; 404 otherwise (also for other users' jobs).
+
+    Read with its owner in the same query; ``for_update`` locks the job row (its owner is then
+    loaded on first use, from the session when it is ``user``)."""
     query = visible_jobs(user).where(Job.id == job_id)
     if for_update:
         query = query.with_for_update()
+    else:
+        query = query.options(joinedload(Job.owner, innerjoin=True))
     job = session.scalar(query)
     if job is None:
         raise NotFoundError(f"job {job_id} not found")
@@ -119,6 +154,33 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
         ) from exc
 
 
+def list_query(
+    user: User,
+    *,
+    status: str | None = None,
+    kind: str | None = None,
+    limit: int = 50,
+    cursor: str | None = None,
+) -> Select[Any]:
+    """The ``SELECT`` of one page of :func:`list_jobs` (``limit + 1`` rows: the extra one says
+    whether a next page exists).
+
+    The cursor is a row-value keyset ``(created_at, id) < (:c, :i)``: an index range on
+    ``ix_jobs_created`` / ``ix_jobs_owner_created`` (their order is the page's), so a deep page
+    costs what the first one does. Only :data:`LIST_COLUMNS` and the owner are loaded."""
+    query = visible_jobs(user).options(
+        load_only(*LIST_COLUMNS, raiseload=True), joinedload(Job.owner, innerjoin=True)
+    )
+    if status is not None:
+        query = query.where(Job.status == status)
+    if kind is not None:
+        query = query.where(Job.kind == kind)
+    if cursor is not None:
+        created, job_id = _decode_cursor(cursor)
+        query = query.where(tuple_(Job.created_at, Job.id) < (created, job_id))
+    return query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)
+
+
 def list_jobs(
     session: Session,
     user: User,
@@ -129,17 +191,7 @@ def list_jobs(
     cursor: str | None = None,
 ) -> tuple[list[Job], str | None]:
     """One page of jobs, newest first, and the cursor of the next page (None on the last)."""
-    query = visible_jobs(user)
-    if status is not None:
-        query = query.where(Job.status == status)
-    if kind is not None:
-        query = query.where(Job.kind == kind)
-    if cursor is not None:
-        created, job_id = _decode_cursor(cursor)
-        query = query.where(
-            or_(Job.created_at < created, and_(Job.created_at == created, Job.id < job_id))
-        )
-    query = query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)
+    query = list_query(user, status=status, kind=kind, limit=limit, cursor=cursor)
     jobs = list(session.scalars(query))
     if len(jobs) > limit:
         return jobs[:limit], _encode_cursor(jobs[limit - 1])
@@ -152,13 +204,17 @@ def job_metrics(session: Session, user: User, job_id: str) -> list[MetricPoint]:
     return list(session.scalars(query))
 
 
-def read_logs(session: Session, job_id: str, offset: int, limit: int) -> tuple[list[LogLine], bool]:
+def read_logs(
+    session: Session, job_id: str, offset: int, limit: int, *, status: str | None = None
+) -> tuple[list[LogLine], bool]:
     """Lines with ``seq >= offset`` (at most ``limit``) and whether none will follow them.
 
     The job's status is read before the lines: a job that was already finished then has all its
-    lines written, so "finished" is never claimed while lines are still coming.
+    lines written, so "finished" is never claimed while lines are still coming. ``status``: the
+    job's status as just read (saves reading it again).
     """
-    status = session.scalar(select(Job.status).where(Job.id == job_id))
+    if status is None:
+        status = session.scalar(select(Job.status).where(Job.id == job_id))
     terminal = status in TERMINAL_STATUSES
     query = (
         select(LogLine)

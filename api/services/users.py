@@ -14,7 +14,7 @@ import secrets
 from datetime import datetime, timedelta
 
 from sqlalchemy import Select, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 
 from api.errors import InvalidInputError, NotFoundError
 from livt_core.errors import ConfigError
@@ -97,7 +97,12 @@ def authenticate(session: Session, token: str) -> User:
         TokenRejected: the token is unknown, revoked or expired.
     """
     digest = hash_token(token)
-    row = session.scalar(select(ApiToken).where(ApiToken.token_hash == digest))
+    # the token and its user in one query: authentication is one round trip
+    row = session.scalar(
+        select(ApiToken)
+        .options(joinedload(ApiToken.user, innerjoin=True))
+        .where(ApiToken.token_hash == digest)
+    )
     now = utcnow()
     if row is None:
         raise TokenRejected(
