@@ -42,7 +42,7 @@ def worker_command(args: argparse.Namespace) -> int:
 
     settings = get_settings()
     queues = args.queues or [settings.default_queue]
-    context = configure(node_name(args.name), queues, args.gpus)
+    context = configure(node_name(args.name), queues, args.gpus, concurrency=args.concurrency)
     if is_embedded_broker(settings.broker_url):
         declare_queues(queues)
     app = get_celery_app()

@@ -100,14 +100,16 @@ class Janitor(threading.Thread):
 _janitor: Janitor | None = None
 
 
-def ensure_context(app: Celery, hostname: str | None = None) -> WorkerContext:
+def ensure_context(
+    app: Celery, hostname: str | None = None, concurrency: int | None = None
+) -> WorkerContext:
     """The worker context, derived from Celery's own options when ``livt worker`` did not set
     one (a worker started with ``celery -A livt_service.queue worker``)."""
     context = get_context()
     if context is not None:
         return context
     queues = list(app.amqp.queues.consume_from or []) or [get_settings().default_queue]
-    return configure(node_name(hostname), queues)
+    return configure(node_name(hostname), queues, concurrency=concurrency or 1)
 
 
 def start_up(context: WorkerContext) -> None:
@@ -123,7 +125,9 @@ def start_up(context: WorkerContext) -> None:
 
 @worker_init.connect
 def _on_worker_init(sender: Any = None, **_: Any) -> None:
-    context = ensure_context(sender.app, getattr(sender, "hostname", None))
+    context = ensure_context(
+        sender.app, getattr(sender, "hostname", None), getattr(sender, "concurrency", None)
+    )
     context.shutdown.clear()
     start_up(context)
 

@@ -156,6 +156,30 @@ def training_command(
     ]
 
 
+def job_cpu_env(env: dict[str, str], cpus: Sequence[int] | None) -> dict[str, str]:
+    """``env`` for a training process given the cores ``cpus`` (None: unchanged):
+    ``LIVT_JOB_CPUS`` (which ``livt_core.perf`` sizes torch's threads by, its loader workers
+    included) and, unless the worker's environment sets it, ``OMP_NUM_THREADS`` to their number.
+    """
+    if not cpus:
+        return env
+    env = dict(env, LIVT_JOB_CPUS=str(len(cpus)))
+    env.setdefault("OMP_NUM_THREADS", str(len(cpus)))
+    return env
+
+
+def pin_to_cpus(pid: int, cpus: Sequence[int] | None) -> None:
+    """Pins the just-started process ``pid`` to ``cpus`` (None: leaves it alone). Done before
+    it starts any thread (it is still the launcher), so every thread and child it makes
+    inherits the mask; a failure only loses the pinning (logged)."""
+    if not cpus or not hasattr(os, "sched_setaffinity"):
+        return
+    try:
+        os.sched_setaffinity(pid, set(cpus))
+    except OSError as exc:
+        logger.warning("could not pin process %d to cores %s: %s", pid, list(cpus), exc)
+
+
 def _pump(stream: IO[bytes], sink: queue.Queue, default_level: str) -> None:
     for raw in iter(stream.readline, b""):
         record = output_record(raw.decode("utf-8", errors="replace"), default_level)
@@ -180,6 +204,8 @@ class JobRunner:
         devices: GPU ids for ``CUDA_VISIBLE_DEVICES`` (None: leave the environment alone).
         enqueue: sends a job to the workers (default ``livt_service.queue.enqueue``).
         paths: the roots the run confines its paths to (default :func:`default_path_policy`).
+        cpus: the cores the run may use (its share of the worker's, see
+            ``worker.context.cpu_slots``); None leaves affinity and thread counts alone.
     """
 
     def __init__(
@@ -191,8 +217,10 @@ class JobRunner:
         heartbeat_seconds: float = 5.0,
         enqueue: Callable[[str, str], None] | None = None,
         paths: PathPolicy | None = None,
+        cpus: Sequence[int] | None = None,
     ) -> None:
         self.job = job
+        self.cpus = list(cpus) if cpus else None
         self.paths = paths if paths is not None else default_path_policy()
         self.run_dir = Path(job.artifact_dir)
         self.files = attempt_files(self.run_dir, job.attempt)
@@ -264,7 +292,7 @@ class JobRunner:
     def _launch(self) -> subprocess.Popen:
         nproc = self._nproc()
         argv = training_command(self.job, self.run_dir, nproc, self.paths)
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env = job_cpu_env(dict(os.environ, PYTHONUNBUFFERED="1"), self.cpus)
         if self.devices is not None:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(self.devices)
         # torchrun stops its own workers on SIGTERM; a single process is simply killed
@@ -279,6 +307,7 @@ class JobRunner:
             stderr=subprocess.PIPE,
             start_new_session=True,
         )
+        pin_to_cpus(self.proc.pid, self.cpus)
         for stream, level in ((self.proc.stdout, "INFO"), (self.proc.stderr, "WARNING")):
             reader = threading.Thread(
                 target=_pump, args=(stream, self.lines, level), daemon=True, name="job-output"

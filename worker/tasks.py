@@ -110,6 +110,7 @@ def run_job(self: LivtTask, job_id: str) -> str:
             state.finish_job(job, Finish("failed", reason="internal", message=str(exc)))
             return "failed"
         return state.job_status(job_id) or "unknown"
+    cpus = context.acquire_cpus()
     try:
         job = state.claim_job(job_id, context.worker_id)
         if job is None:
@@ -121,7 +122,9 @@ def run_job(self: LivtTask, job_id: str) -> str:
             shutdown=context.shutdown,
             devices=devices if context.devices else [],
             heartbeat_seconds=get_settings().heartbeat_seconds,
+            cpus=cpus or None,
         )
         return runner.run()
     finally:
+        context.release_cpus(cpus)
         context.release(devices)

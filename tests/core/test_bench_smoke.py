@@ -169,3 +169,34 @@ def test_folder_speed_smoke(tmp_path: Path) -> None:
         for key in ("in_memory_images_per_s", "folder_images_per_s", "ratio"):
             assert math.isfinite(row[key]) and row[key] > 0, (row["stage"], key)
     assert "ratio" in (tmp_path / "folder-speed-cpu-32.md").read_text()
+
+
+@pytest.mark.slow
+def test_service_smoke(tmp_path: Path) -> None:
+    # the real `livt serve` (API + worker), the baseline app and the load generator, for real
+    _run("service.py", "--out-dir", str(tmp_path), "--port", "18150")
+    report = json.loads((tmp_path / "service.json").read_text())
+    assert report["command"].startswith("python bench/service.py --smoke")
+    (mode,) = report["modes"]
+    assert mode["mode"] == "embedded"
+    endpoints = {r["endpoint"] for r in mode["rows"]}
+    assert endpoints == {
+        "GET /jobs/{id}",
+        "GET /jobs (first page)",
+        "GET /jobs (deep page)",
+        "GET /jobs/{id}/logs",
+        "GET /healthz",
+    }
+    for row in mode["rows"]:
+        assert row["errors"] == 0 and row["requests"] > 0, row
+        assert math.isfinite(row["rps"]) and row["p99_ms"] >= row["p50_ms"] > 0, row
+        if row["endpoint"] in ("GET /jobs/{id}", "GET /healthz"):
+            assert row["baseline"]["requests"] > 0 and row["rps_ratio"] > 0, row
+    submits = mode["submits"]
+    assert 0 < submits["running_median_s"] <= submits["first_progress_median_s"]
+    assert set(mode["summary"]) == {
+        "get_job_min_rps_ratio",
+        "get_job_max_p99_ratio",
+        "deep_over_first_p50",
+    }
+    assert "GET /jobs/{id}" in (tmp_path / "service.md").read_text()
