@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import hmac
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Annotated
 
+import anyio
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
@@ -16,7 +17,7 @@ from livt_service.models import User
 from livt_service.settings import Settings
 
 
-def get_app_settings(request: Request) -> Settings:
+async def get_app_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
@@ -25,15 +26,23 @@ def get_app_settings(request: Request) -> Settings:
 READ_METHODS = frozenset({"GET", "HEAD"})
 
 
-def get_session(request: Request) -> Iterator[Session]:
+async def get_session(request: Request) -> AsyncIterator[Session]:
     """A session per request; closed (and any open transaction rolled back) afterwards.
 
     ``GET`` and ``HEAD`` requests read through the autocommit engine: no ``BEGIN`` and no
-    rollback around their statements."""
+    rollback around their statements, so closing their session does no I/O and happens right
+    here; other sessions are closed in a worker thread. (An async dependency: creating a
+    session connects to nothing, and a sync one would cost two thread hops per request.)"""
     state = request.app.state
-    factory = state.read_sessionmaker if request.method in READ_METHODS else state.sessionmaker
-    with factory() as session:
+    read = request.method in READ_METHODS
+    session = (state.read_sessionmaker if read else state.sessionmaker)()
+    try:
         yield session
+    finally:
+        if read:
+            session.close()
+        else:
+            await anyio.to_thread.run_sync(session.close)
 
 
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
@@ -96,7 +105,7 @@ def require_metrics_access(
 MetricsAccess = Depends(require_metrics_access)
 
 
-def get_enqueuer() -> Enqueue:
+async def get_enqueuer() -> Enqueue:
     """``livt_service.queue.enqueue``: sends a job id to a Celery queue (tests swap this)."""
     from livt_service.queue import enqueue
 

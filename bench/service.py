@@ -99,7 +99,9 @@ def wrk(url: str, connections: int, seconds: float, headers: dict[str, str]) -> 
     errors = 0
     if bad := re.search(r"Non-2xx or 3xx responses: (\d+)", out):
         errors += int(bad.group(1))
-    if sock := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out):
+    if sock := re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out
+    ):
         errors += sum(int(g) for g in sock.groups())
     return Load(
         requests=int(total.group(1)),
@@ -112,8 +114,9 @@ def wrk(url: str, connections: int, seconds: float, headers: dict[str, str]) -> 
     )
 
 
-async def _client(host: str, port: int, request: bytes, until: float, latencies: list[float],
-                  errors: list[int]) -> None:  # fmt: skip
+async def _client(
+    host: str, port: int, request: bytes, until: float, latencies: list[float], errors: list[int]
+) -> None:
     reader, writer = await asyncio.open_connection(host, port)
     try:
         while time.perf_counter() < until:
@@ -143,8 +146,10 @@ def asyncio_load(url: str, connections: int, seconds: float, headers: dict[str, 
         start = time.perf_counter()
         until = start + seconds
         await asyncio.gather(
-            *(_client(parsed.host, parsed.port, request, until, latencies, errors)
-              for _ in range(connections))  # fmt: skip
+            *(
+                _client(parsed.host, parsed.port, request, until, latencies, errors)
+                for _ in range(connections)
+            )
         )
         return time.perf_counter() - start
 
@@ -179,9 +184,13 @@ class Server:
         self.log = log
         self.handle = log.open("wb")
         self.proc = subprocess.Popen(
-            argv, cwd=REPO, env=env, stdout=self.handle, stderr=subprocess.STDOUT,
+            argv,
+            cwd=REPO,
+            env=env,
+            stdout=self.handle,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
-        )  # fmt: skip
+        )
 
     def wait_http(self, url: str, timeout: float = 120.0) -> float:
         start = time.monotonic()
@@ -229,14 +238,14 @@ class Seed:
 def seed(database_url: str, jobs: int, log_lines: int) -> Seed:
     """A user with a token, ``jobs`` finished jobs (one a second apart, a real resolved config)
     and ``log_lines`` log lines of one of them."""
-    from sqlalchemy import insert
+    from sqlalchemy import insert, text
+    from sqlalchemy.orm import Session
 
     from api.services.jobs import _encode_cursor
     from api.services.users import create_token, get_or_create_user
     from livt_core.config import resolve_config
     from livt_service.db import create_db_engine, upgrade_database
     from livt_service.models import Job, LogLine, new_id
-    from sqlalchemy.orm import Session
 
     upgrade_database(database_url)
     engine = create_db_engine(database_url)
@@ -278,14 +287,19 @@ def seed(database_url: str, jobs: int, log_lines: int) -> Seed:
         session.execute(
             insert(LogLine),
             [
-                {"job_id": newest["id"], "seq": i, "ts": start, "level": "INFO",
-                 "message": f"epoch 0 step {i}: loss 0.5 lr 1e-3"}  # fmt: skip
+                {
+                    "job_id": newest["id"],
+                    "seq": i,
+                    "ts": start,
+                    "level": "INFO",
+                    "message": f"epoch 0 step {i}: loss 0.5 lr 1e-3",
+                }
                 for i in range(log_lines)
             ],
         )
         session.commit()
         if engine.dialect.name == "postgresql":
-            session.execute(__import__("sqlalchemy").text("ANALYZE"))
+            session.execute(text("ANALYZE"))
             session.commit()
     engine.dispose()
     ordered = sorted(rows, key=lambda r: (r["created_at"], r["id"]), reverse=True)
@@ -366,8 +380,11 @@ def measure_submits(
             if index > 0:
                 running.append(t_running)
                 progress.append(t_progress)
-            print(f"  submit {index}: running {t_running:.3f} s, first progress "
-                  f"{t_progress:.2f} s{' (warm-up)' if index == 0 else ''}", flush=True)  # fmt: skip
+            print(
+                f"  submit {index}: running {t_running:.3f} s, first progress "
+                f"{t_progress:.2f} s{' (warm-up)' if index == 0 else ''}",
+                flush=True,
+            )
     return {
         "repeats": repeats,
         "running_s": running,
@@ -378,12 +395,16 @@ def measure_submits(
 
 
 def _row_text(row: dict[str, Any]) -> str:
-    text = (f"  {row['endpoint']:<24} c={row['connections']:<3} {row['rps']:8.1f} req/s  "
-            f"p50 {row['p50_ms']:7.2f} ms  p99 {row['p99_ms']:7.2f} ms  errors {row['errors']}")  # fmt: skip
+    text = (
+        f"  {row['endpoint']:<24} c={row['connections']:<3} {row['rps']:8.1f} req/s  "
+        f"p50 {row['p50_ms']:7.2f} ms  p99 {row['p99_ms']:7.2f} ms  errors {row['errors']}"
+    )
     if "baseline" in row:
         base = row["baseline"]
-        text += (f" | baseline {base['rps']:8.1f} req/s p99 {base['p99_ms']:7.2f} ms"
-                 f" → ×{row['rps_ratio']:.2f} req/s, p99 ×{row['p99_ratio']:.2f}")  # fmt: skip
+        text += (
+            f" | baseline {base['rps']:8.1f} req/s p99 {base['p99_ms']:7.2f} ms"
+            f" → ×{row['rps_ratio']:.2f} req/s, p99 ×{row['p99_ratio']:.2f}"
+        )
     return text
 
 
@@ -416,8 +437,9 @@ def _flush_redis(url: str) -> None:
 
 def run_mode(mode: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     print(f"== {mode}", flush=True)
-    api_port, base_port = (args.port, args.port + 1) if mode == "embedded" else (
-        args.port + 2, args.port + 3)  # fmt: skip
+    api_port, base_port = (
+        (args.port, args.port + 1) if mode == "embedded" else (args.port + 2, args.port + 3)
+    )
     data_dir = work / mode
     data_dir.mkdir()
     servers: list[Server] = []
@@ -436,8 +458,14 @@ def run_mode(mode: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 servers.append(Server("worker", worker, _env(env), data_dir / "worker.log"))
             baseline = Server(
                 "baseline",
-                [sys.executable, "-m", "uvicorn", "bench.service_baseline:app",
-                 "--port", str(base_port)],  # fmt: skip
+                [
+                    sys.executable,
+                    "-m",
+                    "uvicorn",
+                    "bench.service_baseline:app",
+                    "--port",
+                    str(base_port),
+                ],
                 _env({"BASELINE_DATABASE_URL": database_url}),
                 data_dir / "baseline.log",
             )
@@ -450,12 +478,18 @@ def run_mode(mode: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
         finally:
             for server in reversed(servers):
                 server.stop()
-    return {"mode": mode, "jobs": data.jobs, "log_lines": args.log_lines, "rows": rows,
-            "submits": submits}  # fmt: skip
+    return {
+        "mode": mode,
+        "jobs": data.jobs,
+        "log_lines": args.log_lines,
+        "rows": rows,
+        "submits": submits,
+    }
 
 
-def _mode_database(mode: str, args: argparse.Namespace, data_dir: Path) -> Iterator[
-        tuple[str, dict[str, str]]]:  # fmt: skip
+def _mode_database(
+    mode: str, args: argparse.Namespace, data_dir: Path
+) -> Iterator[tuple[str, dict[str, str]]]:
     if mode == "embedded":
         url = f"sqlite:///{data_dir / 'livt.sqlite'}"
         yield url, {"LIVT_MODE": "embedded", "LIVT_DATA_DIR": str(data_dir)}
@@ -463,13 +497,16 @@ def _mode_database(mode: str, args: argparse.Namespace, data_dir: Path) -> Itera
     _flush_redis(args.redis_url)
     try:
         with _postgres_schema(args.postgres_url) as url:
-            yield url, {
-                "LIVT_MODE": "production",
-                "LIVT_DATA_DIR": str(data_dir),
-                "LIVT_DATABASE_URL": url,
-                "LIVT_BROKER_URL": args.redis_url,
-                "LIVT_ARTIFACT_DIR": str(data_dir / "artifacts"),
-            }
+            yield (
+                url,
+                {
+                    "LIVT_MODE": "production",
+                    "LIVT_DATA_DIR": str(data_dir),
+                    "LIVT_DATABASE_URL": url,
+                    "LIVT_BROKER_URL": args.redis_url,
+                    "LIVT_ARTIFACT_DIR": str(data_dir / "artifacts"),
+                },
+            )
     finally:
         _flush_redis(args.redis_url)
 

@@ -72,6 +72,8 @@ logger = logging.getLogger(__name__)
 
 #: Seconds between two database batches of a running job.
 FLUSH_INTERVAL = 1.0
+#: The same until the run's first step is in the database: the first progress shows at once.
+FIRST_PROGRESS_INTERVAL = 0.1
 #: Seconds a run gets to stop by itself after its stop file appears, before it is terminated.
 STOP_GRACE_SECONDS = 5.0
 #: Seconds between SIGTERM and SIGKILL of the run's process group.
@@ -321,7 +323,7 @@ class JobRunner:
         last_write = 0.0
         while True:
             try:
-                proc.wait(timeout=FLUSH_INTERVAL)
+                proc.wait(timeout=self._wait_interval())
                 exited = True
             except subprocess.TimeoutExpired:
                 exited = False
@@ -348,6 +350,11 @@ class JobRunner:
                 self._request_stop("cancel", "cancel requested: stopping at the next step")
             self._enforce_stop()
             self._enforce_exit_after_end()
+
+    def _wait_interval(self) -> float:
+        """:data:`FIRST_PROGRESS_INTERVAL` until a step was seen (then written at once, the
+        batch being non-empty), :data:`FLUSH_INTERVAL` afterwards."""
+        return FLUSH_INTERVAL if self.observer.progress is not None else FIRST_PROGRESS_INTERVAL
 
     def _collect(self) -> None:
         """Hands new output lines and events to the observer."""

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import anyio
 from fastapi import APIRouter, Body, Header, Path, Query, Request, Response, status
 from fastapi.responses import FileResponse, StreamingResponse
+from pydantic import BaseModel
 
 from api.deps import CurrentUser, EnqueueDep, SessionDep, SettingsDep
 from api.errors import InvalidInputError
@@ -73,6 +74,13 @@ def create_job(
     return JobPublic.from_job(job)
 
 
+def json_response(model: BaseModel) -> Response:
+    """``model`` as a JSON response, serialised once by pydantic: a route that returns a model
+    of its ``response_model`` would otherwise have FastAPI dump, re-validate and re-serialise
+    it (a third of the time of a ``GET /jobs/{id}``)."""
+    return Response(model.__pydantic_serializer__.to_json(model), media_type="application/json")
+
+
 @router.get("", response_model=JobList, responses=_VALIDATION)
 def list_jobs(
     *,
@@ -82,17 +90,19 @@ def list_jobs(
     kind: JobKind | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
-) -> JobList:
+) -> Response:
     """Your jobs (all jobs for an admin), newest first, one page at a time."""
     jobs, next_cursor = service.list_jobs(
         session, user, status=status_, kind=kind, limit=limit, cursor=cursor
     )
-    return JobList(items=[JobSummary.from_job(j) for j in jobs], next_cursor=next_cursor)
+    return json_response(
+        JobList(items=[JobSummary.from_job(j) for j in jobs], next_cursor=next_cursor)
+    )
 
 
 @router.get("/{job_id}", response_model=JobPublic, responses=_NOT_FOUND)
-def get_job(*, job_id: JobId, session: SessionDep, user: CurrentUser) -> JobPublic:
-    return JobPublic.from_job(service.get_job(session, user, job_id))
+def get_job(*, job_id: JobId, session: SessionDep, user: CurrentUser) -> Response:
+    return json_response(JobPublic.from_job(service.get_job(session, user, job_id)))
 
 
 @router.post(
@@ -135,16 +145,17 @@ def job_logs(
     user: CurrentUser,
     offset: Annotated[int, Query(ge=0, le=MAX_SEQ, description="first seq to return")] = 0,
     limit: Annotated[int, Query(ge=1, le=5000)] = 500,
-) -> LogPage:
+) -> Response:
     """Log lines from ``offset``; go on from ``next_offset`` until ``finished``."""
     job = service.get_job(session, user, job_id)
     lines, finished = service.read_logs(session, job.id, offset, limit, status=job.status)
-    return LogPage(
+    page = LogPage(
         job_id=job.id,
         lines=[LogLinePublic.model_validate(line, from_attributes=True) for line in lines],
         next_offset=lines[-1].seq + 1 if lines else offset,
         finished=finished,
     )
+    return json_response(page)
 
 
 def _resume_offset(last_event_id: str | None) -> int | None:
