@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import hmac
-from collections.abc import AsyncIterator
-from typing import Annotated
+from collections.abc import AsyncIterator, Callable
+from typing import Annotated, TypeVar
 
 import anyio
 from fastapi import Depends, HTTPException, Request, status
@@ -15,6 +15,8 @@ from api.services.jobs import Enqueue
 from api.services.users import MISSING_TOKEN, TokenRejected, authenticate
 from livt_service.models import User
 from livt_service.settings import Settings
+
+T = TypeVar("T")
 
 
 async def get_app_settings(request: Request) -> Settings:
@@ -74,6 +76,16 @@ def get_current_user(
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]
+#: The bearer credentials alone, for routes that authenticate with :func:`run_as_user`.
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+
+async def run_as_user(
+    session: Session, credentials: HTTPAuthorizationCredentials | None, work: Callable[[User], T]
+) -> T:
+    """Authenticates (as :data:`CurrentUser` does) and runs ``work(user)`` in one worker
+    thread: the polling routes then cost one thread hop per request instead of two."""
+    return await anyio.to_thread.run_sync(lambda: work(get_current_user(session, credentials)))
 
 
 def require_metrics_access(

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Body, Header, Path, Query, Request, Response, sta
 from fastapi.responses import FileResponse, StreamingResponse
 from pydantic import BaseModel
 
-from api.deps import CurrentUser, EnqueueDep, SessionDep, SettingsDep
+from api.deps import Credentials, CurrentUser, EnqueueDep, SessionDep, SettingsDep, run_as_user
 from api.errors import InvalidInputError
 from api.request_limits import BODY_TOO_LARGE
 from api.schemas import (
@@ -31,6 +31,7 @@ from api.schemas import (
     MetricPointPublic,
 )
 from api.services import jobs as service
+from livt_service.models import User
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
@@ -82,27 +83,34 @@ def json_response(model: BaseModel) -> Response:
 
 
 @router.get("", response_model=JobList, responses=_VALIDATION)
-def list_jobs(
+async def list_jobs(
     *,
     session: SessionDep,
-    user: CurrentUser,
+    credentials: Credentials,
     status_: Annotated[JobStatus | None, Query(alias="status")] = None,
     kind: JobKind | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
 ) -> Response:
     """Your jobs (all jobs for an admin), newest first, one page at a time."""
-    jobs, next_cursor = service.list_jobs(
-        session, user, status=status_, kind=kind, limit=limit, cursor=cursor
-    )
-    return json_response(
-        JobList(items=[JobSummary.from_job(j) for j in jobs], next_cursor=next_cursor)
-    )
+
+    def page(user: User) -> Response:
+        jobs, next_cursor = service.list_jobs(
+            session, user, status=status_, kind=kind, limit=limit, cursor=cursor
+        )
+        return json_response(
+            JobList(items=[JobSummary.from_job(j) for j in jobs], next_cursor=next_cursor)
+        )
+
+    return await run_as_user(session, credentials, page)
 
 
 @router.get("/{job_id}", response_model=JobPublic, responses=_NOT_FOUND)
-def get_job(*, job_id: JobId, session: SessionDep, user: CurrentUser) -> Response:
-    return json_response(JobPublic.from_job(service.get_job(session, user, job_id)))
+async def get_job(*, job_id: JobId, session: SessionDep, credentials: Credentials) -> Response:
+    def read(user: User) -> Response:
+        return json_response(JobPublic.from_job(service.get_job(session, user, job_id)))
+
+    return await run_as_user(session, credentials, read)
 
 
 @router.post(
@@ -138,24 +146,28 @@ def job_metrics(*, job_id: JobId, session: SessionDep, user: CurrentUser) -> Met
 
 
 @router.get("/{job_id}/logs", response_model=LogPage, responses=_NOT_FOUND)
-def job_logs(
+async def job_logs(
     *,
     job_id: JobId,
     session: SessionDep,
-    user: CurrentUser,
+    credentials: Credentials,
     offset: Annotated[int, Query(ge=0, le=MAX_SEQ, description="first seq to return")] = 0,
     limit: Annotated[int, Query(ge=1, le=5000)] = 500,
 ) -> Response:
     """Log lines from ``offset``; go on from ``next_offset`` until ``finished``."""
-    job = service.get_job(session, user, job_id)
-    lines, finished = service.read_logs(session, job.id, offset, limit, status=job.status)
-    page = LogPage(
-        job_id=job.id,
-        lines=[LogLinePublic.model_validate(line, from_attributes=True) for line in lines],
-        next_offset=lines[-1].seq + 1 if lines else offset,
-        finished=finished,
-    )
-    return json_response(page)
+
+    def read(user: User) -> Response:
+        job = service.get_job(session, user, job_id)
+        lines, finished = service.read_logs(session, job.id, offset, limit, status=job.status)
+        page = LogPage(
+            job_id=job.id,
+            lines=[LogLinePublic.model_validate(line, from_attributes=True) for line in lines],
+            next_offset=lines[-1].seq + 1 if lines else offset,
+            finished=finished,
+        )
+        return json_response(page)
+
+    return await run_as_user(session, credentials, read)
 
 
 def _resume_offset(last_event_id: str | None) -> int | None:

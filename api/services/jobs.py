@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Select, select, tuple_
+from sqlalchemy import Select, bindparam, select, tuple_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, joinedload, load_only
 
@@ -114,17 +114,24 @@ LIST_COLUMNS = (
 )
 
 
+#: ``get_job``'s reads, built once: a job with its owner, for an admin and for anyone else.
+_ANY_JOB = (
+    select(Job).options(joinedload(Job.owner, innerjoin=True)).where(Job.id == bindparam("job_id"))
+)
+_OWN_JOB = _ANY_JOB.where(Job.owner_id == bindparam("owner_id"))
+
+
 def get_job(session: Session, user: User, job_id: str, *, for_update: bool = False) -> Job:
     """The job ``job_id`` if ``user`` may see it; 404 otherwise (also for other users' jobs).
 
     Read with its owner in the same query; ``for_update`` locks the job row (its owner is then
     loaded on first use, from the session when it is ``user``)."""
-    query = visible_jobs(user).where(Job.id == job_id)
     if for_update:
-        query = query.with_for_update()
+        job = session.scalar(visible_jobs(user).where(Job.id == job_id).with_for_update())
+    elif user.is_admin:
+        job = session.scalar(_ANY_JOB, {"job_id": job_id})
     else:
-        query = query.options(joinedload(Job.owner, innerjoin=True))
-    job = session.scalar(query)
+        job = session.scalar(_OWN_JOB, {"job_id": job_id, "owner_id": user.id})
     if job is None:
         raise NotFoundError(f"job {job_id} not found")
     return job
