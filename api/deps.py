@@ -9,6 +9,7 @@ from typing import Annotated, TypeVar
 import anyio
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from api.services.jobs import Enqueue
@@ -84,8 +85,22 @@ async def run_as_user(
     session: Session, credentials: HTTPAuthorizationCredentials | None, work: Callable[[User], T]
 ) -> T:
     """Authenticates (as :data:`CurrentUser` does) and runs ``work(user)`` in one worker
-    thread: the polling routes then cost one thread hop per request instead of two."""
-    return await anyio.to_thread.run_sync(lambda: work(get_current_user(session, credentials)))
+    thread: the polling routes then cost one thread hop per request instead of two.
+
+    ``work`` must only read. A connection found dead on its first use (the database restarted
+    since: the API's pools do not pre-ping) is dropped and the request tried once more on a
+    fresh one, so a restart costs these routes no failed request."""
+
+    def attempt() -> T:
+        try:
+            return work(get_current_user(session, credentials))
+        except DBAPIError as exc:
+            if not exc.connection_invalidated:
+                raise
+            session.rollback()
+            return work(get_current_user(session, credentials))
+
+    return await anyio.to_thread.run_sync(attempt)
 
 
 def require_metrics_access(

@@ -90,3 +90,19 @@ def test_database_outage_answers_503_and_recovers(
     assert client.get("/readyz").status_code == 200
     assert client.get("/jobs", headers=user.headers).status_code == 200
     print(f"recovered {recovered_after:.2f} s after the database was back")
+
+
+def test_polling_reads_survive_a_database_restart(
+    own_postgres: OwnPostgres, client: TestClient, user, make_job
+) -> None:
+    """The API's pools do not pre-ping; the polling reads retry once on a connection found
+    dead, so the first ``GET /jobs/{id}``, ``GET /jobs`` and log page after a restart answer."""
+    job = make_job(status="running")
+    paths = [f"/jobs/{job.id}", "/jobs", f"/jobs/{job.id}/logs"]
+    for path in paths:  # pooled connections now exist
+        assert client.get(path, headers=user.headers).status_code == 200
+    own_postgres.stop()
+    own_postgres.start()
+    for path in paths:
+        response = client.get(path, headers=user.headers)
+        assert response.status_code == 200, (path, response.text)
