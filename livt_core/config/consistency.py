@@ -52,6 +52,26 @@ def data_from_profile(
     return notes
 
 
+def report_split(profile: Mapping[str, Any]) -> str:
+    """The split a fine-tune on the profiled data reports on, and an evaluate defaults to:
+    ``test`` when the data set has one, else ``val`` (which also picked the best epoch)."""
+    return "test" if "test" in profile.get("splits", {}) else "val"
+
+
+def split_from_profile(
+    values: dict[str, Any], profile: Mapping[str, Any], user: Mapping[str, Any]
+) -> list[str]:
+    """An evaluate whose ``split`` the user did not set evaluates on :func:`report_split`
+    (a preset's ``split: test`` cannot hold on a data set without one); returns the notes."""
+    if "split" in user:
+        return []
+    split = report_split(profile)
+    if values.get("split") == split:
+        return []
+    values["split"] = split
+    return [f"split={split}: the split a fine-tune on this data reports on"]
+
+
 def _names(items: list[str]) -> str:
     shown = ", ".join(repr(i) for i in items[:_SHOWN])
     return shown + (f" and {len(items) - _SHOWN} more" if len(items) > _SHOWN else "")
@@ -98,6 +118,15 @@ def check_against_profile(config: RunBase, profile: Mapping[str, Any]) -> list[C
                 "data.root",
                 "the data set has no val/ split, which picks the best fine-tuning epoch",
                 "add root/val/<class>/<image>",
+            )
+        )
+    needed = "val" if needs_val else config.split if isinstance(config, EvaluateConfig) else None
+    if needed in splits and not sum(splits[needed].values()):
+        errors.append(
+            ConfigError(
+                "data.root",
+                f"the {needed}/ folder holds no images",
+                f"add images to {needed}/<class>/",
             )
         )
     if isinstance(config, EvaluateConfig) and config.split not in splits:
