@@ -595,7 +595,8 @@ def build_job(
         errors += _site_limits(settings, config, loc)
         errors += _confine_paths(settings, kind, config, init, loc)
         errors += _check_loss_options(config, loc)
-    if errors:
+    if errors or not config:
+        # no errors but no config: only what an invalid previous stage would give is wrong
         raise InvalidInputError(errors)
 
     dataset = spec.dataset or (
