@@ -95,18 +95,36 @@ def get_dataset(session: Session, name: str) -> Dataset:
     return dataset
 
 
-def _taken(session: Session, name: str) -> None:
-    """409 for a name in use; a dataset whose profiling failed gives its name back."""
+def _taken(session: Session, settings: Settings, body: DatasetCreate) -> None:
+    """409 for a name in use. A registration no job names yet is replaced when it failed, or
+    when the same image folder is registered again (it is read anew: the way to refresh a
+    profile after fixing the files)."""
+    name = body.name
     existing = session.scalar(select(Dataset).where(Dataset.name == name))
     if existing is None:
         return
-    if existing.status == "failed" and not _used_by_jobs(session, name):
+    again = existing.kind == body.kind == "imagefolder" and _same_root(settings, existing, body)
+    if (existing.status == "failed" or again) and not _used_by_jobs(session, name):
         begin_write(session)
         session.delete(existing)
         session.commit()
-        logger.info("dataset %s: failed registration replaced", name)
+        logger.info("dataset %s: registered again, the folder is read anew", name)
         return
+    if again:
+        raise ConflictError(
+            f"dataset {name!r} is used by jobs, so it is not read anew; register the folder "
+            "under another name"
+        )
     raise ConflictError(f"a dataset called {name!r} exists; choose another name")
+
+
+def _same_root(settings: Settings, existing: Dataset, body: DatasetCreate) -> bool:
+    if body.root is None or existing.root is None:
+        return False
+    try:
+        return str(settings.resolve_user_path(body.root, field="root")) == existing.root
+    except ConfigError:
+        return False
 
 
 def _used_by_jobs(session: Session, name: str) -> bool:
@@ -123,7 +141,7 @@ def register_dataset(
     """Checks the root and params, reads the training split (an image folder: its profile) and
     stores what it found. A failed image folder's name can be registered again."""
     session.commit()  # end the request's read transaction: building the split takes a while
-    _taken(session, body.name)
+    _taken(session, settings, body)
     params = _validated_params(body)
     root = None
     if body.root is not None:

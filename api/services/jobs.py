@@ -416,8 +416,8 @@ def _field_errors(
             out.append(
                 FieldError(
                     (*loc, "dataset"),
-                    f"{message}, then register the folder again (its stored profile "
-                    "shows the problem)",
+                    f"{message}, then register the folder again (POST /datasets with the "
+                    "same name and root reads it anew)",
                     "invalid_data",
                 )
             )

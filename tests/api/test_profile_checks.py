@@ -145,9 +145,27 @@ def test_each_problem_the_profile_shows_is_a_422_at_submit(
     error = errors[("body", "stages", stage, field)]
     assert words in error["msg"], error
     assert error["msg"].endswith(
-        "then register the folder again (its stored profile shows the problem)"
+        "then register the folder again (POST /datasets with the same name and root reads it anew)"
     )
     assert enqueued == []
+
+
+def test_registering_the_same_folder_again_reads_it_anew(client, user, data_root):
+    root = _folder(data_root / "own")
+    _corrupt(root)
+    assert _register(client, user, root)["profile"]["unreadable_count"] == 1
+    (root / "train" / "coat" / "0000.png").unlink()  # the user fixes the folder
+    assert _register(client, user, root)["profile"]["unreadable_count"] == 0
+    response = _pipeline(client, user, ZERO_CONFIG)
+    assert response.status_code == 201, response.text
+    # now that jobs name it, it is not replaced; another folder under the name never is
+    body = {"name": "own", "kind": "imagefolder", "root": "own"}
+    again = client.post("/datasets", json=body, headers=user.headers)
+    assert again.status_code == 409 and "used by jobs" in again.json()["detail"]
+    other = _folder(data_root / "other")
+    body = {"name": "own", "kind": "imagefolder", "root": other.name}
+    response = client.post("/datasets", json=body, headers=user.headers)
+    assert response.status_code == 409 and "choose another name" in response.json()["detail"]
 
 
 def test_statistics_that_disagree_with_the_channels_are_a_422(client, user, data_root):
