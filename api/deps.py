@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from api.services.jobs import Enqueue
 from api.services.users import MISSING_TOKEN, TokenRejected, authenticate
+from livt_service.datasets import EnqueueProfile
 from livt_service.models import User
 from livt_service.settings import Settings
 
@@ -140,3 +141,14 @@ async def get_enqueuer() -> Enqueue:
 
 
 EnqueueDep = Annotated[Enqueue, Depends(get_enqueuer)]
+
+
+def get_profile_enqueuer() -> EnqueueProfile:
+    """``livt_service.queue.enqueue_profile``: sends a dataset profiling to the workers (tests
+    swap this)."""
+    from livt_service.queue import enqueue_profile
+
+    return enqueue_profile
+
+
+ProfileEnqueueDep = Annotated[EnqueueProfile, Depends(get_profile_enqueuer)]

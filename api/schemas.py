@@ -30,6 +30,8 @@ from livt_service import models
 
 _QUEUE_PATTERN = r"^[A-Za-z0-9._-]{1,100}$"
 _NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,99}$"
+#: Dataset names (in bodies and in ``/datasets/{name}``).
+NAME_PATTERN = _NAME_PATTERN
 #: Ids in URLs and bodies (``j_...``, ``p_...``) and artifact names: no NUL, no slash.
 ID_PATTERN = r"^[A-Za-z0-9_-]{1,100}$"
 ARTIFACT_NAME_PATTERN = r"^[A-Za-z0-9._-]{1,200}$"
@@ -414,7 +416,21 @@ class ShotGroups(BaseModel):
     few: list[int]
 
 
+DatasetStatus = Literal["profiling", "ready", "failed"]
+
+
+class DatasetProgress(BaseModel):
+    """Images read by the profiling so far, of ``total``."""
+
+    done: int
+    total: int | None
+
+
 class DatasetPublic(BaseModel):
+    """A registered dataset. An ``imagefolder`` has a ``profile`` (``livt_core.data.profile``)
+    once ``status`` is ``ready``; while ``profiling`` the class counts come from the file
+    names and ``progress`` counts the images read; ``failed`` says why in ``status_reason``."""
+
     name: str
     kind: str
     root: str | None
@@ -424,6 +440,10 @@ class DatasetPublic(BaseModel):
     shot_groups: ShotGroups
     num_train: int
     created_at: datetime
+    status: DatasetStatus = "ready"
+    status_reason: str | None = None
+    progress: DatasetProgress | None = None
+    profile: dict[str, Any] | None = None
 
 
 class DatasetList(BaseModel):

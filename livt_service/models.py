@@ -271,8 +271,19 @@ class Artifact(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+#: ``datasets.status``: the files are being read, the profile is stored, or reading failed.
+DATASET_STATUSES = ("profiling", "ready", "failed")
+
+
 class Dataset(Base):
-    """A registered dataset root with the class statistics of its training split."""
+    """A registered dataset root with the class statistics of its training split.
+
+    An image folder also has a ``profile`` (``livt_core.data.profile``), read in the request
+    for a small folder or by a worker for a large one: ``status`` is ``profiling`` until it is
+    stored (``ready``) or reading failed (``failed``, ``status_reason`` says why).
+    ``progress_done`` / ``progress_total`` count the images read; ``updated_at`` is the last
+    progress report (the janitor re-sends a profiling whose reports stopped).
+    """
 
     __tablename__ = "datasets"
 
@@ -286,6 +297,14 @@ class Dataset(Base):
     class_counts: Mapped[list[int]] = mapped_column(JSONType)
     num_train: Mapped[int]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    status: Mapped[str] = mapped_column(String(16), default="ready", server_default="ready")
+    status_reason: Mapped[str | None] = mapped_column(Text)
+    profile: Mapped[dict[str, Any] | None]
+    progress_done: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    progress_total: Mapped[int | None]
+    profile_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    profile_worker: Mapped[str | None] = mapped_column(String(200))
+    updated_at: Mapped[datetime | None]
 
     owner: Mapped[User] = relationship()
 

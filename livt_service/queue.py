@@ -35,6 +35,9 @@ logger = logging.getLogger(__name__)
 
 #: The name every job task is sent under (the API never imports the task code).
 RUN_JOB_TASK = "livt.run_job"
+#: The task that reads a registered image folder and stores its profile
+#: (``livt_service.datasets``); its arguments are the dataset id and the attempt number.
+PROFILE_DATASET_TASK = "livt.profile_dataset"
 
 #: Seconds Redis keeps a delivered, unacknowledged message before handing it to another worker.
 #: Training jobs run for hours or days; a redelivery while the job still runs is harmless (the
@@ -150,11 +153,19 @@ def enqueue(job_id: str, queue: str) -> None:
     logger.debug("enqueued job %s on queue %s", job_id, queue)
 
 
-def _job_id_of(payload: str | bytes | dict[str, Any]) -> str | None:
-    """The job id a ``livt.run_job`` message carries (None for any other message)."""
+def enqueue_profile(dataset_id: int, attempt: int, queue: str) -> None:
+    """Sends the task that profiles dataset ``dataset_id`` (try ``attempt``) to ``queue``;
+    call it after the dataset row is committed."""
+    get_celery_app().send_task(PROFILE_DATASET_TASK, args=[dataset_id, attempt], queue=queue)
+    logger.debug("enqueued the profiling of dataset %s on queue %s", dataset_id, queue)
+
+
+def _job_id_of(payload: str | bytes | dict[str, Any], task: str = RUN_JOB_TASK) -> str | None:
+    """The first argument (the job id of a ``livt.run_job`` message) of a ``task`` message,
+    as a string; None for any other message."""
     try:
         message = payload if isinstance(payload, dict) else json.loads(payload)
-        if message.get("headers", {}).get("task") != RUN_JOB_TASK:
+        if message.get("headers", {}).get("task") != task:
             return None
         body = message["body"]
         if message.get("properties", {}).get("body_encoding") == "base64":
@@ -165,10 +176,11 @@ def _job_id_of(payload: str | bytes | dict[str, Any]) -> str | None:
         return None
 
 
-def live_job_ids(queues: Iterable[str]) -> set[str] | None:
+def live_job_ids(queues: Iterable[str], task: str = RUN_JOB_TASK) -> set[str] | None:
     """The ids of the jobs that have a live message in ``queues``: waiting to be delivered, or
     (Redis) delivered to a worker and not acknowledged yet. None when the broker's transport
-    cannot be inspected. Raises the transport's error when the broker is unreachable."""
+    cannot be inspected. Raises the transport's error when the broker is unreachable.
+    ``task``: another task's messages instead (their first argument, as a string)."""
     settings = get_settings()
     queues = list(queues)
     app = get_celery_app()
@@ -198,7 +210,7 @@ def live_job_ids(queues: Iterable[str]) -> set[str] | None:
             payloads = [row[0] for row in rows]
         else:
             return None
-    return {job_id for p in payloads if (job_id := _job_id_of(p)) is not None}
+    return {job_id for p in payloads if (job_id := _job_id_of(p, task)) is not None}
 
 
 def declare_queues(queues: Sequence[str]) -> None:

@@ -110,6 +110,12 @@ class Settings(BaseSettings):
     readiness_timeout_seconds: float = Field(
         3.0, gt=0, description="time limit of each /readyz check"
     )
+    profile_inline_images: int = Field(
+        1000,
+        ge=0,
+        description="an image folder with at most this many images is profiled in the "
+        "POST /datasets request; a larger one by a worker (the dataset is 'profiling' meanwhile)",
+    )
 
     @model_validator(mode="before")
     @classmethod

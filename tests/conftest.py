@@ -33,7 +33,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, make_url, text
 from sqlalchemy.orm import Session
 
-from api.deps import get_enqueuer
+from api.deps import get_enqueuer, get_profile_enqueuer
 from api.main import create_app
 from api.services.users import create_token, get_or_create_user
 from livt_service.db import dispose_engines, session_scope, upgrade_database
@@ -195,14 +195,29 @@ def enqueued() -> list[tuple[str, str]]:
 
 
 @pytest.fixture
-def app(settings: Settings, enqueued: list[tuple[str, str]]) -> FastAPI:
-    """The app on ``settings`` with the enqueuer replaced by one appending to ``enqueued``."""
+def profiles_enqueued() -> list[tuple[int, int, str]]:
+    """``(dataset_id, attempt, queue)`` of every dataset profiling the app sent to the workers."""
+    return []
+
+
+@pytest.fixture
+def app(
+    settings: Settings,
+    enqueued: list[tuple[str, str]],
+    profiles_enqueued: list[tuple[int, int, str]],
+) -> FastAPI:
+    """The app on ``settings`` with the enqueuers replaced by ones appending to ``enqueued``
+    and ``profiles_enqueued``."""
     application = create_app(settings)
 
     def record(job_id: str, queue: str) -> None:
         enqueued.append((job_id, queue))
 
+    def record_profile(dataset_id: int, attempt: int, queue: str) -> None:
+        profiles_enqueued.append((dataset_id, attempt, queue))
+
     application.dependency_overrides[get_enqueuer] = lambda: record
+    application.dependency_overrides[get_profile_enqueuer] = lambda: record_profile
     return application
 
 

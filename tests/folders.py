@@ -33,6 +33,19 @@ CLASS_NAMES = (
     "bag",
     "boot",
 )
+#: Class folder names a user may well have: spaces, non-ASCII letters, mixed case.
+ODD_CLASS_NAMES = (
+    "T-shirt top",
+    "Trouser",
+    "Pull över",
+    "Dress",
+    "Coat",
+    "Sandale",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
 _TINTS = np.array(
     [
         (1.0, 0.3, 0.3), (0.3, 1.0, 0.3), (0.3, 0.3, 1.0), (1.0, 1.0, 0.3), (1.0, 0.3, 1.0),
@@ -70,9 +83,14 @@ def make_imagefolder(
     splits: Sequence[str] = ("train", "val"),
     class_names: Sequence[str] = CLASS_NAMES,
     seed: int = 0,
+    corrupt: int = 0,
+    missing_in_val: Sequence[str] = (),
 ) -> Path:
     """Writes the folder and returns ``root``. With the defaults: 10 classes, 463 training
-    images (120 down to 10), 10 validation images a class, 32 px RGB PNG (a small user's set)."""
+    images (120 down to 10), 10 validation images a class, 32 px RGB PNG (a small user's set).
+
+    ``corrupt``: that many training images (of the first class) are overwritten with bytes no
+    decoder reads; ``missing_in_val``: classes that get no ``val/`` folder."""
     source = fashion_source()
     images, labels = _pool(source, train=True)
     rng = np.random.default_rng(seed)
@@ -80,6 +98,8 @@ def make_imagefolder(
     order = {c: rng.permutation(np.flatnonzero(labels == c)) for c in range(len(class_names))}
     for split in splits:
         for c, name in enumerate(class_names):
+            if split == "val" and name in missing_in_val:
+                continue
             folder = root / split / name
             folder.mkdir(parents=True, exist_ok=True)
             if split == "train":
@@ -97,4 +117,6 @@ def make_imagefolder(
                     rgb = np.clip(grey * tint + 20, 0, 255).astype(np.uint8)
                     image = Image.fromarray(rgb)
                 image.save(folder / f"{i:04d}.{ext}", quality=90 if ext == "jpg" else None)
+    for i in range(corrupt):
+        (root / "train" / class_names[0] / f"{i:04d}.{ext}").write_bytes(b"\x89PNG broken")
     return root

@@ -16,6 +16,9 @@ At start-up (``worker_init``, before any message is consumed) a worker requeues 
 marked running under its own id: they were left by its previous process, which is gone. A warm
 shutdown (SIGTERM / Ctrl-C) sets the shutdown flag: each run is stopped at its next step and its
 job requeued, to resume from its last checkpoint on the next worker.
+
+The same round looks after dataset profilings (``livt_service.datasets``): a profiling whose
+worker stopped reporting gets its next try, one whose message the broker lost is sent again.
 """
 
 from __future__ import annotations
@@ -28,8 +31,8 @@ from celery import Celery
 from celery.signals import worker_init, worker_ready, worker_shutdown, worker_shutting_down
 from sqlalchemy.exc import SQLAlchemyError
 
-from livt_service import state
-from livt_service.queue import live_job_ids
+from livt_service import datasets, state
+from livt_service.queue import PROFILE_DATASET_TASK, live_job_ids
 from livt_service.settings import get_settings
 from worker.context import WorkerContext, configure, get_context, node_name
 
@@ -65,7 +68,7 @@ class Janitor(threading.Thread):
         try:
             state.worker_heartbeat(ctx.worker_id, ctx.queues, ctx.gpus)
             handled = state.requeue_lost_jobs(self.lost_after)
-            return handled + self.resend_stranded()
+            return handled + self.resend_stranded() + self.recover_profilings()
         except SQLAlchemyError as exc:
             logger.warning("janitor: database unreachable, will retry: %s", exc)
         except Exception:
@@ -92,6 +95,32 @@ class Janitor(threading.Thread):
                 logger.warning("job %s was queued without a broker message: sent again", job_id)
                 sent.append(job_id)
         return sent
+
+    def recover_profilings(self) -> list[str]:
+        """Sends the next try of the dataset profilings whose worker was lost and re-sends the
+        unclaimed ones the broker holds no message for (``livt_service.datasets``). Returns
+        ``dataset:<id>`` for each one handled."""
+        queue = get_settings().default_queue
+        handled = []
+        for dataset_id, attempt in datasets.lost_profilings(self.lost_after):
+            if datasets.retry_lost(dataset_id, attempt, self.lost_after, queue):
+                handled.append(f"dataset:{dataset_id}")
+        waiting = datasets.unclaimed_profilings(self.resend_grace)
+        if not waiting:
+            return handled
+        try:
+            live = live_job_ids([queue], task=PROFILE_DATASET_TASK)
+        except Exception as exc:  # the broker's own errors differ by transport
+            logger.warning("janitor: broker unreachable, will retry: %s", exc)
+            return handled
+        if live is None:
+            return handled
+        for dataset_id, attempt in waiting:
+            if str(dataset_id) not in live and datasets.resend_unclaimed(
+                dataset_id, attempt, self.resend_grace, queue
+            ):
+                handled.append(f"dataset:{dataset_id}")
+        return handled
 
     def stop(self) -> None:
         self._stop_event.set()

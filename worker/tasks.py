@@ -1,4 +1,6 @@
-"""The Celery task of the job service: ``livt.run_job(job_id)``.
+"""The Celery tasks of the job service: ``livt.run_job(job_id)`` and
+``livt.profile_dataset(dataset_id, attempt)`` (reads a registered image folder's files once and
+stores its profile, see ``livt_service.datasets``).
 
 The task takes only the job id and re-reads the row; the atomic claim makes it idempotent (a
 duplicate or redelivered message finds the job taken or finished and does nothing), which is what
@@ -20,8 +22,8 @@ from kombu.exceptions import OperationalError as BrokerOperationalError
 from sqlalchemy.exc import DisconnectionError, InterfaceError
 from sqlalchemy.exc import OperationalError as DatabaseOperationalError
 
-from livt_service import state
-from livt_service.queue import RUN_JOB_TASK
+from livt_service import datasets, state
+from livt_service.queue import PROFILE_DATASET_TASK, RUN_JOB_TASK
 from livt_service.settings import get_settings
 from livt_service.state import Finish
 from worker import janitor
@@ -128,3 +130,12 @@ def run_job(self: LivtTask, job_id: str) -> str:
     finally:
         context.release_cpus(cpus)
         context.release(devices)
+
+
+@shared_task(bind=True, base=LivtTask, name=PROFILE_DATASET_TASK)
+def profile_dataset(self: LivtTask, dataset_id: int, attempt: int) -> str:
+    """Profiles a registered image folder in this worker process (PIL and NumPy, no child
+    process: it is I/O and decoding, seconds to minutes); returns the dataset's status. A
+    message for a try that is done, failed or handed to another worker does nothing."""
+    context = get_context() or janitor.ensure_context(self.app)
+    return datasets.profile_dataset(int(dataset_id), int(attempt), context.worker_id)

@@ -360,11 +360,12 @@ def _resolve_init(
     *,
     predecessor: Job | None,
     loc: Loc,
+    predecessor_invalid: bool = False,
 ) -> tuple[_Init, list[FieldError]]:
     if init is None:
         if predecessor is not None:
             return _init_from_job(kind, predecessor, check_status=False, loc=(*loc, "init"))
-        if kind == "evaluate":
+        if kind == "evaluate" and not predecessor_invalid:
             return _Init(), [
                 FieldError(
                     (*loc, "init"),
@@ -393,18 +394,99 @@ def _resolve_init(
     return _Init(checkpoint=path), errors
 
 
-def _dataset_data(session: Session, name: str, loc: Loc) -> tuple[dict[str, Any], list[FieldError]]:
+def _dataset_data(
+    session: Session, name: str, loc: Loc
+) -> tuple[dict[str, Any], Dataset | None, list[FieldError]]:
+    """The ``data`` settings of registered dataset ``name``, the row, and the errors: unknown,
+    still profiling or failed."""
     dataset = session.scalar(select(Dataset).where(Dataset.name == name))
     if dataset is None:
         known = session.scalars(select(Dataset.name).order_by(Dataset.name)).all()
         hint = f"use one of: {', '.join(known)}" if known else "register it first (POST /datasets)"
-        return {}, [
-            FieldError((*loc, "dataset"), f"unknown dataset {name!r}; {hint}", "unknown_dataset")
-        ]
+        return (
+            {},
+            None,
+            [FieldError((*loc, "dataset"), f"unknown dataset {name!r}; {hint}", "unknown_dataset")],
+        )
+    if dataset.status == "profiling":
+        done, total = dataset.progress_done, dataset.progress_total
+        return (
+            {},
+            None,
+            [
+                FieldError(
+                    (*loc, "dataset"),
+                    f"dataset {name!r} is still being profiled ({done} of {total} images read); "
+                    f"submit again when GET /datasets/{name} says ready",
+                    "dataset_not_ready",
+                )
+            ],
+        )
+    if dataset.status == "failed":
+        return (
+            {},
+            None,
+            [
+                FieldError(
+                    (*loc, "dataset"),
+                    f"dataset {name!r} could not be profiled: {dataset.status_reason}; fix the "
+                    "folder and register it again (POST /datasets, the same name may be reused)",
+                    "dataset_failed",
+                )
+            ],
+        )
     data: dict[str, Any] = {"dataset": dataset.kind, **dataset.params}
     if dataset.root is not None:
         data["root"] = dataset.root
-    return data, []
+    return data, dataset, []
+
+
+def _profile_of(dataset: Dataset | None, overrides: dict[str, Any]) -> dict[str, Any] | None:
+    """The stored profile of ``dataset`` when the run reads that very folder (the spec may
+    point ``data`` elsewhere)."""
+    if dataset is None or dataset.profile is None or dataset.kind != "imagefolder":
+        return None
+    data = overrides.get("data") or {}
+    if data.get("dataset", dataset.kind) != dataset.kind or data.get("root") != dataset.root:
+        return None
+    return dataset.profile
+
+
+def _inherited_dataset(session: Session, source: Job | None) -> Dataset | None:
+    """The registered dataset a job this run inherits ``data`` from was run on."""
+    if source is None or source.dataset is None:
+        return None
+    dataset = session.scalar(select(Dataset).where(Dataset.name == source.dataset))
+    return dataset if dataset is not None and dataset.status == "ready" else None
+
+
+#: Fields that come from the previous stage of a pipeline when the stage has no ``init``.
+_FROM_PREDECESSOR = ("init", "checkpoint", *EVALUATE_INHERITS)
+
+
+def _field_errors(
+    errors: list[ConfigError], loc: Loc, *, registered: bool, predecessor_invalid: bool
+) -> list[FieldError]:
+    """Resolve errors as 422 entries. On a registered dataset a ``data.root`` problem is the
+    dataset's (the user never wrote the root); after an invalid stage the fields that stage
+    would have given are not judged."""
+    out = []
+    for e in errors:
+        if predecessor_invalid and e.field.split(".")[0] in _FROM_PREDECESSOR:
+            continue
+        if registered and e.field == "data.root":
+            message = config_error_message(e)
+            out.append(
+                FieldError(
+                    (*loc, "dataset"),
+                    f"{message}, then register the folder again (POST /datasets with the "
+                    "same name and root reads it anew)",
+                    "invalid_data",
+                )
+            )
+            continue
+        out.append(FieldError(field_loc(e.field, loc), config_error_message(e), "invalid_config"))
+    return out
 
 
 def _confine_paths(
@@ -494,13 +576,20 @@ def build_job(
     *,
     loc: Loc = ("body",),
     predecessor: Job | None = None,
+    predecessor_invalid: bool = False,
 ) -> Job:
     """Validates ``spec`` and returns the (unsaved) queued job it describes.
 
     ``predecessor``: the previous stage of a pipeline, which the job starts from when the spec
-    has no ``init`` (it need not have succeeded yet). Raises :class:`InvalidInputError` listing
-    every problem found.
+    has no ``init`` (it need not have succeeded yet); ``predecessor_invalid``: that stage was
+    refused, so what it would have given (``init``, the settings an evaluate inherits) is not
+    judged here. A spec naming a registered image folder is resolved with the folder's stored
+    profile: without a preset the ``auto`` recipe, and with one or without, the checks of the
+    config against the data (``livt_core.config.consistency``). Raises
+    :class:`InvalidInputError` listing every problem found.
     """
+    if predecessor_invalid and getattr(spec, "init", None) is None:
+        predecessor = None
     errors: list[FieldError] = []
     kind = spec.kind
     run_fields = spec.run_fields()
@@ -524,13 +613,17 @@ def build_job(
             getattr(spec, "init", None),
             predecessor=predecessor,
             loc=loc,
+            predecessor_invalid=predecessor_invalid,
         )
         errors += init_errors
 
     dataset_data: dict[str, Any] = {}
+    registered: Dataset | None = None
     if spec.dataset is not None:
-        dataset_data, dataset_errors = _dataset_data(session, spec.dataset, loc)
+        dataset_data, registered, dataset_errors = _dataset_data(session, spec.dataset, loc)
         errors += dataset_errors
+    elif init.inherited.get("data"):
+        registered = _inherited_dataset(session, init.job)
 
     queue = spec.resources.queue or settings.default_queue
     limit = gpu_limit(session, settings, queue)
@@ -550,22 +643,28 @@ def build_job(
     if init.checkpoint is not None:
         overrides[CHECKPOINT_FIELD[kind]] = init.checkpoint
     config: dict[str, Any] = {}
+    profile = _profile_of(registered, overrides)
     try:
-        resolved = resolve_config(kind, spec.preset, overrides)
+        resolved = resolve_config(kind, spec.preset, overrides, profile=profile)
     except ConfigErrors as exc:
-        errors += [
-            FieldError(field_loc(e.field, loc), config_error_message(e), "invalid_config")
-            for e in exc.errors
-        ]
+        errors += _field_errors(
+            exc.errors,
+            loc,
+            registered=profile is not None and spec.dataset is not None,
+            predecessor_invalid=predecessor_invalid,
+        )
     else:
         config = resolved.model_dump(mode="json")
         errors += _site_limits(settings, config, loc)
         errors += _confine_paths(settings, kind, config, init, loc)
         errors += _check_loss_options(config, loc)
-    if errors:
+    if errors or not config:
+        # no errors but no config: only what an invalid previous stage would give is wrong
         raise InvalidInputError(errors)
 
-    dataset = spec.dataset or config["data"]["dataset"]
+    dataset = spec.dataset or (
+        registered.name if profile is not None and registered else config["data"]["dataset"]
+    )
     return Job(
         id=job_id,
         owner_id=user.id,
@@ -721,16 +820,31 @@ def create_pipeline(
     pipeline = Pipeline(id=new_id("p"), owner_id=user.id, name=body.name)
     previous: Job | None = None
     jobs: list[Job] = []
+    errors: list[FieldError] = []
     for index, spec in enumerate(body.stages):
-        # a failing stage stops the checks: the later stages start from it
-        job = build_job(
-            session, settings, user, spec, loc=("body", "stages", index), predecessor=previous
-        )
+        # every stage is checked before any job is created; a stage after a refused one is
+        # judged on what it says itself (see build_job's predecessor_invalid)
+        try:
+            job = build_job(
+                session,
+                settings,
+                user,
+                spec,
+                loc=("body", "stages", index),
+                predecessor=previous,
+                predecessor_invalid=index > 0 and previous is None,
+            )
+        except InvalidInputError as exc:
+            errors += exc.errors
+            previous = None
+            continue
         job.pipeline_id = pipeline.id
         job.stage = index
         job.request_hash = hashes.get(index)
         jobs.append(job)
         previous = job
+    if errors:
+        raise InvalidInputError(errors)
     begin_write(session)
     existing = _replayed_pipeline(session, user, keyed, hashes)
     if existing is not None:

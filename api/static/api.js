@@ -104,6 +104,7 @@ export const api = {
   pipeline: (id) => request("GET", `/pipelines/${encodeURIComponent(id)}`),
   presets: () => request("GET", "/presets"),
   datasets: () => request("GET", "/datasets"),
+  dataset: (name) => request("GET", `/datasets/${encodeURIComponent(name)}`),
 };
 
 /** Downloads an artifact with the bearer header (a plain link cannot carry it). */

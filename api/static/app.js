@@ -1,11 +1,12 @@
 // The LiVT jobs dashboard: sign-in, job list, job page, submit form and compare view.
-// Plain ES modules, no build step; hash routes: #/jobs, #/jobs/<id>, #/submit, #/compare?ids=a,b
+// Plain ES modules, no build step; hash routes: #/jobs, #/jobs/<id>, #/submit, #/compare?ids=a,b,
+// #/datasets, #/datasets/<name>
 
 import {
   api, ApiError, adoptTokenFromUrl, checkToken, downloadArtifact, getToken, handleUnauthorized, setToken,
 } from "./api.js";
 import {
-  GROUP_COLORS, PALETTE, barChart, formatNumber, lineChart, reliabilityChart, scatterLogX,
+  GROUP_COLORS, PALETTE, barChart, formatNumber, lineChart, logBarChart, reliabilityChart, scatterLogX,
 } from "./charts.js";
 
 const POLL_MS = 2000;
@@ -192,6 +193,8 @@ function route() {
   if (section === "jobs" && parts[1]) currentView = jobView(decodeURIComponent(parts[1]));
   else if (section === "submit") currentView = submitView(params);
   else if (section === "compare") currentView = compareView(params);
+  else if (section === "datasets" && parts[1]) currentView = datasetView(decodeURIComponent(parts[1]));
+  else if (section === "datasets") currentView = datasetsView();
   else { section = "jobs"; currentView = jobsView(); }
   for (const a of document.querySelectorAll("#nav a")) {
     a.classList.toggle("active", a.dataset.nav === section);
@@ -985,6 +988,131 @@ handleUnauthorized(() => {
   renderSignIn("The server rejected the stored token; sign in again.");
 });
 document.getElementById("sign-out").addEventListener("click", () => signOut());
+// ------------------------------------------------------------------------------------------
+// datasets
+
+const datasetHref = (name) => `#/datasets/${encodeURIComponent(name)}`;
+
+function shotGroupOf(count) {
+  if (count > MANY_ABOVE) return "many";
+  return count < FEW_BELOW ? "few" : "medium";
+}
+
+function datasetProgress(d) {
+  const p = d.progress;
+  const frac = d.status === "ready" ? 1 : p && p.total ? p.done / p.total : 0;
+  const text = d.status === "profiling" ? `${p ? p.done : 0} of ${p && p.total !== null ? p.total : "?"} images read` : d.status;
+  return h("div", { class: "progress", data: { fraction: frac.toFixed(4) } },
+    h("div", { class: "progress-track" },
+      h("div", { class: `progress-fill${d.status === "ready" ? " done" : ""}`, style: `width: ${(frac * 100).toFixed(1)}%` })),
+    h("span", { class: "progress-text" }, text));
+}
+
+function datasetsView() {
+  const tbody = h("tbody");
+  app.replaceChildren(
+    h("div", { class: "page-head" },
+      h("div", {}, h("h1", {}, "Datasets"),
+        h("p", { class: "muted small" }, "Registered with POST /datasets; an image folder is profiled once."))),
+    h("section", { class: "card" }, h("div", { class: "table-wrap" },
+      h("table", { class: "jobs-table datasets-table" },
+        h("thead", {}, h("tr", {}, ["Dataset", "Kind", "Status", "Classes", "Training images", "Registered"].map((t) => h("th", {}, t)))),
+        tbody))));
+
+  async function refresh() {
+    const data = await api.datasets();
+    if (!data.items.length) {
+      tbody.replaceChildren(h("tr", {}, h("td", { colspan: 6, class: "empty" }, "No datasets yet — register one with POST /datasets.")));
+    } else {
+      tbody.replaceChildren(...data.items.map((d) => h("tr", {
+        class: "clickable", data: { dataset: d.name, status: d.status },
+        onclick: (e) => { if (e.target.tagName !== "A") window.location.hash = datasetHref(d.name); },
+      },
+      h("td", {}, h("a", { href: datasetHref(d.name) }, d.name)),
+      h("td", {}, h("span", { class: "badge badge-kind" }, d.kind)),
+      h("td", {}, d.status === "profiling" ? datasetProgress(d) : badge(d.status)),
+      h("td", { class: "num" }, d.classes.length),
+      h("td", { class: "num" }, d.num_train),
+      timeCell(d.created_at))));
+    }
+    setLive(data.items.some((d) => d.status === "profiling"));
+  }
+  const poller = new Poller(refresh);
+  return { dispose: () => poller.stop() };
+}
+
+function profileRows(p) {
+  const row = (label, value, cls = null) => h("tr", {}, h("th", {}, label), h("td", { class: cls }, value));
+  const rows = [];
+  const images = p.images || {};
+  rows.push(row("Images", Object.entries(images).map(([s, n]) => `${s} ${n}`).join(" · ")));
+  rows.push(row("Classes", `${p.num_classes}${p.imbalance_ratio ? ` · imbalance ${p.imbalance_ratio}× (largest / smallest training class)` : ""}`));
+  const z = p.sizes || {};
+  if (z.median_side) {
+    rows.push(row("Image size", z.uniform && z.example ? `${z.example[0]} × ${z.example[1]} px (all alike)`
+      : `short side ${z.min_side}–${z.max_side} px, median ${z.median_side} px`));
+  }
+  rows.push(row("Colour", `${p.colour} (${p.channels} channel${p.channels === 1 ? "" : "s"})`));
+  const stat = (values) => (values || []).map((v) => v.toFixed(3)).join(", ");
+  rows.push(row("Mean / std", `${stat(p.mean)} / ${stat(p.std)} (from ${p.stats_images} training images)`));
+  rows.push(row("Formats", Object.entries(p.formats || {}).map(([f, n]) => `${f} ${n}`).join(" · ") || "–"));
+  const missing = Object.entries(p.missing_classes || {});
+  rows.push(row("Missing classes", missing.length ? missing.map(([s, names]) => `${s}/: ${names.join(", ")}`).join(" · ") : "none",
+    missing.length ? "problem" : null));
+  const extra = Object.entries(p.extra_classes || {});
+  if (extra.length) rows.push(row("Classes not in train/", extra.map(([s, names]) => `${s}/: ${names.join(", ")}`).join(" · "), "problem"));
+  rows.push(row("Unreadable files", p.unreadable_count
+    ? `${p.unreadable_count}: ${(p.unreadable || []).join(", ")}` : "none", p.unreadable_count ? "problem" : null));
+  return h("table", { class: "profile-table", id: "dataset-profile" }, h("tbody", {}, rows));
+}
+
+function datasetView(name) {
+  const head = h("div", { class: "page-head" });
+  const statusBox = h("section", { class: "card", id: "dataset-status" });
+  const chartBox = h("div", { class: "chart-box", id: "chart-class-counts" });
+  const groupsBox = h("div", { id: "shot-groups" });
+  const profileBox = h("section", { class: "card", id: "profile-card", hidden: true });
+  app.replaceChildren(
+    h("p", { class: "small" }, h("a", { href: "#/datasets" }, "← All datasets")),
+    head, statusBox,
+    card("Training images per class (log scale, largest first)", chartBox, groupsBox),
+    profileBox);
+
+  function render(d) {
+    head.replaceChildren(h("div", {}, h("h1", {}, d.name), h("p", { class: "muted small mono" }, d.root || "bundled data")),
+      h("div", { class: "actions" }, h("span", { class: "badge badge-kind" }, d.kind), badge(d.status)));
+    const parts = [h("h2", {}, "Status"), datasetProgress(d)];
+    if (d.status_reason) parts.push(h("p", { class: d.status === "failed" ? "problem" : "muted small", id: "status-reason" }, d.status_reason));
+    statusBox.replaceChildren(...parts);
+    statusBox.className = `card${d.status === "failed" ? " failure" : ""}`;
+    const bars = d.classes.map((c, i) => ({ label: c, value: d.class_counts[i], group: shotGroupOf(d.class_counts[i]) }))
+      .sort((a, b) => b.value - a.value)
+      .map((b) => ({ ...b, color: GROUP_COLORS[b.group] }));
+    logBarChart(chartBox, bars, {
+      yLabel: "training images",
+      hlines: [{ y: MANY_ABOVE, label: `many > ${MANY_ABOVE}` }, { y: FEW_BELOW, label: `few < ${FEW_BELOW}` }],
+      legend: ["many", "medium", "few"].map((g) => ({ name: g, color: GROUP_COLORS[g] })),
+    });
+    groupsBox.replaceChildren(h("p", { class: "chart-note" }, ["many", "medium", "few"].map((g) => {
+      const members = d.shot_groups[g] || [];
+      return h("span", { class: "nowrap", data: { group: g, count: members.length } },
+        h("span", { class: "swatch", style: `background:${GROUP_COLORS[g]}` }),
+        `${g}: ${members.length} class${members.length === 1 ? "" : "es"}  `);
+    }), ` (many: > ${MANY_ABOVE} training images, medium: ${FEW_BELOW}–${MANY_ABOVE}, few: < ${FEW_BELOW})`));
+    profileBox.hidden = !d.profile;
+    if (d.profile) profileBox.replaceChildren(h("h2", {}, "Profile"), profileRows(d.profile));
+  }
+
+  async function refresh() {
+    const d = await api.dataset(name);
+    render(d);
+    setLive(d.status === "profiling");
+    return d.status === "profiling" ? undefined : false;
+  }
+  const poller = new Poller(refresh);
+  return { dispose: () => poller.stop() };
+}
+
 window.addEventListener("hashchange", route);
 adoptTokenFromUrl();
 route();

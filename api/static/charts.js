@@ -304,3 +304,45 @@ export function reliabilityChart(container, bins, opts = {}) {
   legend(f, [{ name: "accuracy", color: PALETTE[0] }, { name: "gap to confidence", color: "#f87171" }]);
   return f.svg;
 }
+
+/**
+ * Bars on a log-scale y axis, in the order given (e.g. images per class, largest first).
+ * bars: [{label, value, color, group}]; options: yLabel, hlines: [{y, label}], legend, height.
+ */
+export function logBarChart(container, bars, opts = {}) {
+  const f = frame(container, opts.height || 280, "log-bar-chart");
+  const used = bars.filter((b) => Number.isFinite(b.value));
+  if (!used.length) { emptyState(f, opts.empty || "no classes"); return f.svg; }
+  const positive = used.map((b) => b.value).filter((v) => v > 0);
+  let lo = positive.length ? Math.min(...positive) / 1.6 : 0.5;
+  let hi = Math.max(1, ...positive) * 1.4;
+  for (const line of opts.hlines || []) { lo = Math.min(lo, line.y / 1.3); hi = Math.max(hi, line.y * 1.3); }
+  lo = Math.max(lo, 0.5);
+  const ly = linear(Math.log10(lo), Math.log10(hi), f.y0, f.y1);
+  const sy = (v) => ly(Math.log10(Math.max(v, lo)));
+  const band = (f.x1 - f.x0) / used.length;
+  const sx = (i) => f.x0 + band * (i + 0.5);
+  const showLabels = band >= 34;
+  const xTicks = showLabels ? used.map((b, i) => ({ value: i, label: b.label.length > 9 ? `${b.label.slice(0, 8)}…` : b.label })) : [];
+  const yTicks = logTicks(lo, hi).map((t) => t.value);
+  axes(f, xTicks, yTicks, sx, sy, { ...opts, yFormat: formatNumber });
+  const plot = el("g", { class: "plot" });
+  for (const line of opts.hlines || []) {
+    const y = sy(line.y);
+    plot.appendChild(el("line", { x1: f.x0, x2: f.x1, y1: y, y2: y, class: "vline" }));
+    if (line.label) plot.appendChild(el("text", { x: f.x1 - 4, y: y - 4, "text-anchor": "end", class: "vline-label" }, line.label));
+  }
+  const barW = Math.max(1, Math.min(40, band * 0.8));
+  used.forEach((b, i) => {
+    const y = b.value > 0 ? sy(b.value) : f.y0;
+    const bar = el("rect", {
+      x: sx(i) - barW / 2, y, width: barW, height: Math.max(0, f.y0 - y), rx: barW > 6 ? 2 : 0,
+      fill: b.color || PALETTE[0], class: "bar", "data-label": b.label, "data-value": b.value,
+      "data-group": b.group || null,
+    });
+    plot.appendChild(title(bar, `${b.label}: ${b.value} images${b.group ? ` (${b.group})` : ""}`));
+  });
+  f.svg.appendChild(plot);
+  if (opts.legend) legend(f, opts.legend);
+  return f.svg;
+}

@@ -27,9 +27,9 @@ def _fit_channels(values: list[float], in_chans: int) -> list[float]:
 def data_from_profile(
     values: dict[str, Any], profile: Mapping[str, Any], user: Mapping[str, Any]
 ) -> list[str]:
-    """Fills ``data.in_chans`` and ``data.mean`` / ``data.std`` that neither the recipe nor the
-    user set from the profile (fitted to the channel count the config asks for); returns the
-    notes."""
+    """Fills ``data.in_chans`` when neither the recipe nor the user set it, and ``data.mean`` /
+    ``data.std`` when the user did not set them, from the profile (fitted to the channel count
+    the config asks for); returns the notes."""
     data = values.setdefault("data", {})
     if not isinstance(data, dict) or not profile.get("mean"):
         return []
@@ -38,9 +38,15 @@ def data_from_profile(
         data["in_chans"] = int(profile.get("channels") or len(profile["mean"]))
         notes.append(f"data.in_chans={data['in_chans']}: the images are {profile.get('colour')}")
     in_chans = data["in_chans"]
-    if data.get("mean") is None and data.get("std") is None and isinstance(in_chans, int):
-        data["mean"] = _fit_channels(profile["mean"], in_chans)
-        data["std"] = _fit_channels(profile["std"], in_chans)
+    given = user.get("data") if isinstance(user.get("data"), Mapping) else {}
+    if "mean" not in given and "std" not in given and isinstance(in_chans, int):
+        # the data's statistics, fitted to the channels the model takes (also when the
+        # recipe's were measured for another channel count)
+        mean = _fit_channels(profile["mean"], in_chans)
+        std = _fit_channels(profile["std"], in_chans)
+        if [data.get("mean"), data.get("std")] == [mean, std]:
+            return notes
+        data["mean"], data["std"] = mean, std
         notes.append(
             f"data.mean={data['mean']}, data.std={data['std']}: measured on the training images"
             + (
@@ -50,6 +56,26 @@ def data_from_profile(
             )
         )
     return notes
+
+
+def report_split(profile: Mapping[str, Any]) -> str:
+    """The split a fine-tune on the profiled data reports on, and an evaluate defaults to:
+    ``test`` when the data set has one, else ``val`` (which also picked the best epoch)."""
+    return "test" if "test" in profile.get("splits", {}) else "val"
+
+
+def split_from_profile(
+    values: dict[str, Any], profile: Mapping[str, Any], user: Mapping[str, Any]
+) -> list[str]:
+    """An evaluate whose ``split`` the user did not set evaluates on :func:`report_split`
+    (a preset's ``split: test`` cannot hold on a data set without one); returns the notes."""
+    if "split" in user:
+        return []
+    split = report_split(profile)
+    if values.get("split") == split:
+        return []
+    values["split"] = split
+    return [f"split={split}: the split a fine-tune on this data reports on"]
 
 
 def _names(items: list[str]) -> str:
@@ -98,6 +124,15 @@ def check_against_profile(config: RunBase, profile: Mapping[str, Any]) -> list[C
                 "data.root",
                 "the data set has no val/ split, which picks the best fine-tuning epoch",
                 "add root/val/<class>/<image>",
+            )
+        )
+    needed = "val" if needs_val else config.split if isinstance(config, EvaluateConfig) else None
+    if needed in splits and not sum(splits[needed].values()):
+        errors.append(
+            ConfigError(
+                "data.root",
+                f"the {needed}/ folder holds no images",
+                f"add images to {needed}/<class>/",
             )
         )
     if isinstance(config, EvaluateConfig) and config.split not in splits:

@@ -9,7 +9,11 @@ from typing import Any
 from pydantic import ValidationError
 
 from livt_core.config.auto import auto_overrides
-from livt_core.config.consistency import check_against_profile, data_from_profile
+from livt_core.config.consistency import (
+    check_against_profile,
+    data_from_profile,
+    split_from_profile,
+)
 from livt_core.config.errors import ConfigErrors, errors_from_validation
 from livt_core.config.presets import preset_overrides
 from livt_core.config.schema import (
@@ -92,6 +96,8 @@ def resolve_config(
     notes += _scale_inherited_warmup(kind, base, values, user)
     if profile is not None:
         notes += data_from_profile(values, profile, user)
+        if kind == "evaluate":
+            notes += split_from_profile(values, profile, user)
     if notes and "recipe_notes" not in user:
         values["recipe_notes"] = notes
     try:

@@ -49,6 +49,7 @@ def _requests(job_id: str, pipeline_id: str) -> list[tuple[str, str, dict | None
         ("GET", f"/jobs/{job_id}/artifacts", None),
         ("GET", f"/jobs/{job_id}/artifacts/config.json", None),
         ("GET", "/datasets", None),
+        ("GET", "/datasets/x", None),
         ("POST", "/datasets", {"name": "x", "kind": "imagefolder", "root": "x"}),
         ("POST", "/pipelines", {"stages": [spec]}),
         ("GET", f"/pipelines/{pipeline_id}", None),
