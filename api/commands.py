@@ -7,6 +7,7 @@ Imports stay inside the handlers so that ``livt --help`` does not load the servi
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from datetime import datetime
@@ -78,6 +79,14 @@ def _token_list(args: argparse.Namespace) -> int:
             for t in tokens
         ]
     header = ("ID", "USER", "PREFIX", "STATUS", "CREATED", "LAST USED", "EXPIRES")
+    if args.quiet:
+        sys.stdout.write("".join(row[0] + "\n" for row in rows))
+        return 0
+    if args.output == "json":
+        keys = ("id", "user", "prefix", "status", "created_at", "last_used_at", "expires_at")
+        items = [dict(zip(keys, row, strict=True)) for row in rows]
+        sys.stdout.write(json.dumps(items, indent=2) + "\n")
+        return 0
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
         sys.stdout.write(
@@ -144,6 +153,10 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 
     listing = token_sub.add_parser("list", help="list tokens (ids, prefixes, status, expiry)")
     listing.add_argument("--user", help="only this user's tokens")
+    output = listing.add_mutually_exclusive_group()
+    output.add_argument("--output", choices=("table", "json"), default="table")
+    output.add_argument("--json", dest="output", action="store_const", const="json")
+    output.add_argument("-q", "--quiet", action="store_true", help="print only token ids")
     listing.add_argument(
         "--status", choices=("active", "expired", "revoked"), help="only tokens in this state"
     )
