@@ -1,8 +1,14 @@
-"""Structure and wiring of docker-compose.yml and the Dockerfile (no Docker engine runs here)."""
+"""Structure and wiring of docker-compose.yml, the two Dockerfiles and the pinned dependency files
+(no Docker engine runs here; `docker compose config` runs where Compose v2 is installed)."""
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import subprocess
+import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -10,7 +16,13 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "docker-compose.yml"
-DOCKERFILE = ROOT / "docker" / "Dockerfile"
+DOCKERFILE = ROOT / "docker" / "Dockerfile.worker"
+API_DOCKERFILE = ROOT / "docker" / "Dockerfile.api"
+CONSTRAINTS = ROOT / "constraints.txt"
+API_REQUIREMENTS = ROOT / "docker" / "requirements-api.txt"
+COMPOSE_SH = ROOT / "scripts" / "compose.sh"
+#: Distributions only CUDA torch needs: the API image must not carry them.
+CUDA_ONLY = re.compile(r"^(triton|nvidia-.*|cuda-.*)$")
 LIVT_SERVICES = ("migrate", "api", "worker")
 
 
@@ -99,14 +111,165 @@ def test_api_publishes_its_port(compose):
     assert any(p.endswith(":8000") for p in ports)
 
 
-def test_dockerfile_builds_the_package_and_runs_unprivileged():
-    text = DOCKERFILE.read_text()
-    assert text.startswith("#") or "FROM python:3.11" in text
+@pytest.mark.parametrize("dockerfile", [DOCKERFILE, API_DOCKERFILE], ids=["worker", "api"])
+def test_dockerfile_builds_the_package_and_runs_unprivileged(dockerfile):
+    text = dockerfile.read_text()
     assert "FROM python:3.11" in text
     assert re.search(r"^USER (?!root)\w+", text, re.M)
     for package in ("livt_core", "livt_service", "api", "worker", "migrations", "livt"):
         assert f"COPY {package} " in text
     assert "pip install" in text
+
+
+def _pins(path: Path) -> dict[str, str]:
+    pins = {}
+    for line in path.read_text().splitlines():
+        if not line.strip() or line.startswith("#") or line.startswith("--extra-index-url "):
+            continue
+        match = re.fullmatch(r"([a-z0-9][a-z0-9-]*)==([0-9][^\s]*)", line)
+        assert match, f"{path.name}: {line!r} is not a lowercase `name==version` pin"
+        pins[match.group(1)] = match.group(2)
+    return pins
+
+
+def _canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def test_constraints_pin_every_dependency_of_the_project():
+    from packaging.requirements import Requirement
+
+    pins = _pins(CONSTRAINTS)
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    for text in project["dependencies"]:
+        req = Requirement(text)
+        name = _canonical(req.name)
+        assert name in pins, f"{name} is not in constraints.txt: run scripts/freeze_constraints.py"
+        assert req.specifier.contains(pins[name], prereleases=True), (name, pins[name])
+    dev = {_canonical(Requirement(r).name) for r in project["optional-dependencies"]["dev"]}
+    assert not dev & set(pins), "test/lint tools do not belong in the images"
+
+
+def test_api_requirements_are_the_constraints_with_cpu_torch():
+    pins, api = _pins(CONSTRAINTS), _pins(API_REQUIREMENTS)
+    assert any(CUDA_ONLY.match(n) for n in pins)  # the worker gets CUDA torch
+    cuda = [n for n in api if CUDA_ONLY.match(n)]
+    assert not cuda, f"the API image would install {cuda}"
+    assert "+" not in "".join(pins.values())  # PyPI versions for the worker
+    assert api["torch"] == pins["torch"] + "+cpu"
+    assert api["torchvision"] == pins["torchvision"] + "+cpu"
+    assert "--extra-index-url https://download.pytorch.org/whl/cpu" in API_REQUIREMENTS.read_text()
+    for name, version in api.items():
+        if name not in ("torch", "torchvision"):
+            assert pins.get(name) == version, f"{name}=={version} differs from constraints.txt"
+    assert set(api) == {n for n in pins if not CUDA_ONLY.match(n)}
+
+
+def test_api_requirements_cover_what_the_api_and_migrations_import(tmp_path):
+    code = (
+        "import sys\n"
+        "from importlib.metadata import packages_distributions\n"
+        "import api.main, api.commands, api.services.datasets, livt.serve\n"
+        "from livt_service.db import upgrade_database\n"
+        f"upgrade_database('sqlite:///{tmp_path}/m.db')\n"
+        "dists = packages_distributions()\n"
+        "names = {d for m in list(sys.modules) for d in dists.get(m.split('.')[0], ())}\n"
+        "print('\\n'.join(sorted(names)))\n"
+    )
+    env = {"LIVT_DATA_DIR": str(tmp_path / "data"), "PATH": os.environ.get("PATH", "")}
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**env, "PYTHONPATH": str(ROOT)},
+        cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stderr
+    # setuptools: its _distutils_hack .pth; pygments: mako tries it for coloured tracebacks
+    used = {_canonical(n) for n in out.stdout.split()} - {"livt", "setuptools", "pygments"}
+    missing = used - set(_pins(API_REQUIREMENTS))
+    assert not missing, f"the API imports {missing}, not in docker/requirements-api.txt"
+
+
+def test_images_install_from_the_pinned_files():
+    worker = DOCKERFILE.read_text()
+    assert "COPY pyproject.toml README.md constraints.txt" in worker
+    assert re.search(r"pip install -c constraints\.txt \.", worker)
+    api = API_DOCKERFILE.read_text()
+    assert "COPY docker/requirements-api.txt" in api
+    assert re.search(r"pip install --no-deps -r requirements-api\.txt", api)
+    assert re.search(r"pip install --no-deps \.", api)
+    assert "constraints.txt" not in re.sub(r"#.*", "", api)  # no CUDA torch by accident
+    assert "assert torch.version.cuda is None" in api  # the build fails if CUDA torch got in
+    assert "assert 'torch' not in sys.modules" in api
+
+
+def test_services_use_the_image_of_their_role(compose):
+    services = compose["services"]
+    for name in ("migrate", "api"):
+        assert services[name]["build"]["dockerfile"] == "docker/Dockerfile.api"
+        assert services[name]["image"].startswith("livt-api:")
+    assert services["worker"]["build"]["dockerfile"] == "docker/Dockerfile.worker"
+    assert services["worker"]["image"].startswith("livt-worker:")
+
+
+def test_gpu_reservation_agrees_with_the_worker_gpus(compose):
+    worker = compose["services"]["worker"]
+    (device,) = worker["deploy"]["resources"]["reservations"]["devices"]
+    command = worker["command"]
+    offered = command[command.index("--gpus") + 1]
+    assert str(device["count"]) == offered == "${LIVT_WORKER_GPUS:-1}"
+    assert _env(worker)["LIVT_MAX_GPUS"] == "${LIVT_WORKER_GPUS:-1}"
+
+
+def test_compose_states_v2_and_its_wrapper_checks_the_version(compose, tmp_path):
+    header = COMPOSE.read_text().split("\nname:")[0]
+    assert "Docker Compose v2.21 or newer" in header and "scripts/compose.sh" in header
+    assert "version" not in compose  # obsolete in v2
+    assert os.access(COMPOSE_SH, os.X_OK)
+    fake = tmp_path / "docker"
+    fake.write_text(
+        '#!/bin/sh\nif [ "$2" = version ]; then [ -n "$FAKE_VERSION" ] || exit 1;'
+        ' echo "$FAKE_VERSION"; exit 0; fi\necho "ran: $*"\n'
+    )
+    fake.chmod(0o755)
+    env = {**os.environ, "PATH": f"{tmp_path}:/usr/bin:/bin"}
+    for version, ok in (("1.29.2", False), ("v2.20.3", False), ("", False), ("2.21.0", True)):
+        done = subprocess.run(
+            ["sh", str(COMPOSE_SH), "up", "-d"],
+            env={**env, "FAKE_VERSION": version},
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        if ok:
+            assert done.returncode == 0, done.stderr
+            assert done.stdout == f"ran: compose -f {COMPOSE} up -d\n"
+        else:
+            assert done.returncode == 2 and "v2.21 or newer" in done.stderr, done.stderr
+
+
+def test_docker_compose_config_where_compose_v2_runs(tmp_path):
+    docker = shutil.which("docker")
+    probe = docker and subprocess.run(
+        [docker, "compose", "version", "--short"], capture_output=True, text=True, timeout=30
+    )
+    if not probe or probe.returncode != 0:
+        pytest.skip("Docker Compose v2 is not installed here")
+    env = {**os.environ, "POSTGRES_PASSWORD": "x" * 24, "LIVT_WORKER_GPUS": "2"}
+    done = subprocess.run(
+        [docker, "compose", "-f", str(COMPOSE), "config", "--format", "json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    import json
+
+    worker = json.loads(done.stdout)["services"]["worker"]
+    assert worker["deploy"]["resources"]["reservations"]["devices"][0]["count"] == 2
 
 
 def test_compose_commands_exist_in_the_cli():
