@@ -38,12 +38,20 @@ def _env(service: dict) -> dict[str, str]:
     return {k: str(v) for k, v in env.items()}
 
 
+MONITORING = ROOT / "docker" / "monitoring"
+
+
 def test_compose_has_every_service(compose):
-    assert set(compose["services"]) == {"postgres", "redis", "migrate", "api", "worker"}
+    services = compose["services"]
+    core = {name for name, s in services.items() if "profiles" not in s}
+    assert core == {"postgres", "redis", "migrate", "api", "worker"}
+    monitoring = {name for name, s in services.items() if s.get("profiles") == ["monitoring"]}
+    assert monitoring == {"prometheus", "grafana"}
+    assert set(services) == core | monitoring
 
 
 def test_long_running_services_have_healthchecks(compose):
-    for name in ("postgres", "redis", "api", "worker"):
+    for name in ("postgres", "redis", "api", "worker", "prometheus", "grafana"):
         check = compose["services"][name].get("healthcheck")
         assert check and check.get("test"), f"{name} has no healthcheck"
 
@@ -278,3 +286,113 @@ def test_compose_commands_exist_in_the_cli():
     commands = build_parser()._subparsers._group_actions[0].choices  # noqa: SLF001
     for name in ("serve", "worker", "db"):
         assert name in commands
+
+
+# --------------------------------------------------------------------------------------------
+# the `monitoring` profile: Prometheus + Grafana, provisioned
+
+
+def _host_mounts(service: dict) -> list[tuple[Path, str]]:
+    mounts = []
+    for volume in service.get("volumes", []):
+        source, target = volume.split(":")[:2]
+        if source.startswith("./"):
+            mounts.append((ROOT / source, target))
+    return mounts
+
+
+def test_monitoring_mounts_files_of_the_repository(compose):
+    for name in ("prometheus", "grafana"):
+        mounts = _host_mounts(compose["services"][name])
+        assert mounts, name
+        for source, _ in mounts:
+            assert source.exists(), f"{name} mounts {source}, which is not in the repository"
+    assert {"promdata", "grafanadata"} <= set(compose["volumes"])
+
+
+def test_prometheus_scrapes_the_api_with_the_token_and_the_worker_exporter(compose):
+    services = compose["services"]
+    prometheus = services["prometheus"]
+    config = yaml.safe_load((MONITORING / "prometheus.yml").read_text())
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    api = jobs["livt-api"]
+    assert api["static_configs"][0]["targets"] == ["api:8000"]
+    token_file = api["authorization"]["credentials_file"]
+    entry = prometheus["command"][0]
+    assert f'printf %s "$$LIVT_METRICS_TOKEN" > {token_file}' in entry
+    assert '[ -n "$$LIVT_METRICS_TOKEN" ] || {' in entry  # refuses to start without the token
+    assert _env(prometheus)["LIVT_METRICS_TOKEN"] == "${LIVT_METRICS_TOKEN:-}"
+    worker_cmd = services["worker"]["command"]
+    port = worker_cmd[worker_cmd.index("--metrics-port") + 1]
+    assert jobs["livt-worker"]["static_configs"][0]["targets"] == [f"worker:{port}"]
+    assert ("./docker/monitoring/prometheus.yml", "/etc/prometheus/prometheus.yml") in {
+        (v.split(":")[0], v.split(":")[1]) for v in prometheus["volumes"]
+    }
+
+
+def test_grafana_is_provisioned_with_the_datasource_and_the_dashboard(compose):
+    grafana = compose["services"]["grafana"]
+    assert '[ -n "$$GF_SECURITY_ADMIN_PASSWORD" ] || {' in grafana["command"][0]
+    assert _env(grafana)["GF_SECURITY_ADMIN_PASSWORD"] == "${GRAFANA_ADMIN_PASSWORD:-}"
+    mounts = dict((str(s.relative_to(ROOT)), t) for s, t in _host_mounts(grafana))
+    assert mounts["docker/monitoring/grafana/provisioning"] == "/etc/grafana/provisioning"
+    provisioning = MONITORING / "grafana" / "provisioning"
+    (source,) = yaml.safe_load((provisioning / "datasources" / "prometheus.yml").read_text())[
+        "datasources"
+    ]
+    assert source["url"] == "http://prometheus:9090" and source["type"] == "prometheus"
+    (provider,) = yaml.safe_load((provisioning / "dashboards" / "livt.yml").read_text())[
+        "providers"
+    ]
+    assert mounts["docker/monitoring/grafana/dashboards"] == provider["options"]["path"]
+    import json
+
+    dashboard = json.loads((MONITORING / "grafana" / "dashboards" / "livt.json").read_text())
+    assert dashboard["uid"] and dashboard["panels"]
+    for panel in dashboard["panels"]:
+        assert panel["datasource"]["uid"] == source["uid"], panel["title"]
+        assert panel["targets"] and all(t["expr"] for t in panel["targets"]), panel["title"]
+
+
+def _exported_metric_names() -> set[str]:
+    from prometheus_client import PROCESS_COLLECTOR
+
+    from api.telemetry import _families
+    from worker.exporter import GPU_METRICS
+
+    names = {"livt_http_requests_total"}
+    names |= {f"livt_http_request_duration_seconds_{s}" for s in ("bucket", "count", "sum")}
+    for family in _families().values():
+        if family.type == "histogram":
+            names |= {f"{family.name}_{s}" for s in ("bucket", "count", "sum")}
+        else:
+            names.add(family.name)
+
+    names |= set(GPU_METRICS)
+    names |= {s.name for f in PROCESS_COLLECTOR.collect() for s in f.samples}
+    return names
+
+
+def test_dashboard_queries_only_metrics_the_service_exports():
+    import json
+
+    dashboard = json.loads((MONITORING / "grafana" / "dashboards" / "livt.json").read_text())
+    exported = _exported_metric_names()
+    used = {
+        name
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+        for name in re.findall(r"\b((?:livt|process)_[a-z_]+)\b", target["expr"])
+    }
+    assert used and used <= exported, used - exported
+    families = {n.removesuffix("_bucket") for n in used}
+    for needed in (
+        "livt_jobs",
+        "livt_queue_depth",
+        "livt_job_duration_seconds",
+        "livt_worker_heartbeat_age_seconds",
+        "livt_job_images_per_second",
+        "livt_gpu_utilization_ratio",
+        "livt_gpu_memory_used_bytes",
+    ):
+        assert needed in families, f"no panel shows {needed}"
