@@ -66,27 +66,38 @@ def _token_list(args: argparse.Namespace) -> int:
     _prepare(args.url)
     with session_scope(args.url) as session:
         tokens = list_tokens(session, None, user_name=args.user, status=args.status)
-        rows = [
-            (
-                str(t.id),
-                t.user.name + (" (admin)" if t.user.is_admin else ""),
-                t.prefix,
-                t.status(),
-                _when(t.created_at),
-                _when(t.last_used_at),
-                _when(t.expires_at),
-            )
+        items = [
+            {
+                "id": t.id,
+                "user": t.user.name,
+                "admin": t.user.is_admin,
+                "prefix": t.prefix,
+                "status": t.status(),
+                "created_at": _when(t.created_at),
+                "last_used_at": _when(t.last_used_at),
+                "expires_at": _when(t.expires_at),
+            }
             for t in tokens
         ]
-    header = ("ID", "USER", "PREFIX", "STATUS", "CREATED", "LAST USED", "EXPIRES")
     if args.quiet:
-        sys.stdout.write("".join(row[0] + "\n" for row in rows))
+        sys.stdout.write("".join(f"{t['id']}\n" for t in items))
         return 0
     if args.output == "json":
-        keys = ("id", "user", "prefix", "status", "created_at", "last_used_at", "expires_at")
-        items = [dict(zip(keys, row, strict=True)) for row in rows]
         sys.stdout.write(json.dumps(items, indent=2) + "\n")
         return 0
+    header = ("ID", "USER", "PREFIX", "STATUS", "CREATED", "LAST USED", "EXPIRES")
+    rows = [
+        (
+            str(t["id"]),
+            t["user"] + (" (admin)" if t["admin"] else ""),
+            t["prefix"],
+            t["status"],
+            t["created_at"],
+            t["last_used_at"],
+            t["expires_at"],
+        )
+        for t in items
+    ]
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
         sys.stdout.write(
