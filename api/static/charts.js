@@ -327,7 +327,7 @@ export function heatmap(container, matrix, order, names, opts = {}) {
   const n = order.length;
   const left = opts.left || 110;
   const cell = Math.max(4, Math.min(28, Math.floor(((container.clientWidth || 560) - left - 20) / Math.max(n, 1))));
-  const height = MARGIN.top + n * cell + 70;
+  const height = MARGIN.top + n * cell + 36;
   const f = frame(container, height, "heatmap-chart", left);
   if (!n) { emptyState(f, "no confusion matrix"); return f.svg; }
   const plot = el("g", { class: "plot" });

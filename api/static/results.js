@@ -112,7 +112,7 @@ export function reconstructionView() {
   const card = node("section", { class: "card reconstruction", id: "reconstruction", hidden: true },
     node("h2", {}, "What MGP learned: reconstructions"),
     img,
-    node("p", { class: "chart-note" }, "Rows: fixed validation images · the same with 75% of the patches masked (mask_ratio) · the decoder's reconstruction with the visible patches pasted back."),
+    node("p", { class: "chart-note" }, "Rows: fixed validation images · the same with the masked patches greyed out (the config's mask_ratio) · the decoder's reconstruction with the visible patches pasted back."),
     status);
   let shown = null;
   let objectUrl = null;
