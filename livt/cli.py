@@ -8,7 +8,7 @@ that this module stays a thin dispatcher and ``livt train`` never imports the se
 - ``livt.serve``: ``serve``, ``demo``
 - ``worker.commands``: ``worker``
 - ``livt.client_cli``: ``submit``, ``jobs``, ``show``, ``logs``, ``cancel``, ``retry``, ``wait``,
-  ``results``, ``download``, ``datasets``, ``pipeline``
+  ``results``, ``download``, ``datasets``, ``pipeline``, ``webhooks``
 - ``livt.completion``: ``completion`` (a bash / zsh completion script)
 
 Output closed early (``livt jobs --json | head -1``) ends the command quietly with status 141
@@ -55,6 +55,7 @@ COMMANDS = {
             "download",
             "datasets",
             "pipeline",
+            "webhooks",
         ),
         "livt.client_cli",
     ),

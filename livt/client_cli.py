@@ -1,5 +1,6 @@
 """Client commands of ``livt``: submit, jobs, show, logs, cancel, retry, wait, results,
-download, datasets (list / register / show) and pipeline (submit / show).
+download, datasets (list / register / show), pipeline (submit / show) and webhooks (create /
+list / deliveries / delete).
 
 Every one of them takes ``--output table|json`` (``--json`` is short for ``--output json``) and
 ``-q``/``--quiet``, which prints only the ids of what the command lists or changes (job ids,
@@ -209,6 +210,26 @@ def _add_more_commands(
     p = actions.add_parser("show", parents=[common], help="a pipeline's stages and their state")
     p.add_argument("pipeline_id", metavar="ID")
     p.set_defaults(func=_command(_pipeline_show))
+
+    hooks = subparsers.add_parser("webhooks", help="URLs called when your jobs end")
+    actions = hooks.add_subparsers(dest="webhooks_command", metavar="ACTION", required=True)
+    p = actions.add_parser(
+        "create",
+        parents=[common],
+        help="call a URL when your jobs (or one job) end; prints the signing secret once",
+    )
+    p.add_argument("hook_url", metavar="URL")
+    p.add_argument("--job", dest="job_id", help="only this job (default: every job of yours)")
+    p.set_defaults(func=_command(_webhooks_create))
+    p = actions.add_parser("list", parents=[common], help="your webhooks")
+    p.set_defaults(func=_command(_webhooks_list))
+    p = actions.add_parser("deliveries", parents=[common], help="a webhook's delivery log")
+    p.add_argument("webhook_id", metavar="ID")
+    p.add_argument("--limit", type=int, default=20, help="newest deliveries to show (20)")
+    p.set_defaults(func=_command(_webhooks_deliveries))
+    p = actions.add_parser("delete", parents=[common], help="stop calling a webhook's URL")
+    p.add_argument("webhook_id", metavar="ID")
+    p.set_defaults(func=_command(_webhooks_delete))
 
 
 # plumbing ------------------------------------------------------------------------------------
@@ -848,4 +869,58 @@ def _pipeline_show(client: LivtClient, args: argparse.Namespace) -> int:
         for i, j in enumerate(pipeline.jobs)
     ]
     _table(rows, ["STAGE", "ID", "KIND", "STATUS", "PROGRESS"], sys.stdout, right=(0,))
+    return 0
+
+
+def _webhooks_create(client: LivtClient, args: argparse.Namespace) -> int:
+    hook = client.create_webhook(args.hook_url, args.job_id)
+    if not _emit(args, hook, [hook["id"]]):
+        what = f"job {hook['job_id']}" if hook.get("job_id") else "every job of yours"
+        print(f"created {hook['id']}: POST {hook['url']} when {what} ends")
+        print(f"signing secret (shown only now): {hook['secret']}")
+    return 0
+
+
+def _webhooks_list(client: LivtClient, args: argparse.Namespace) -> int:
+    hooks = client.webhooks()
+    if _emit(args, hooks, [h["id"] for h in hooks]):
+        return 0
+    if not hooks:
+        print("no webhooks (create one with `livt webhooks create URL`)")
+        return 0
+    rows = [[h["id"], h.get("job_id") or "(all jobs)", h["url"]] for h in hooks]
+    _table(rows, ["ID", "JOB", "URL"], sys.stdout)
+    return 0
+
+
+def _webhooks_deliveries(client: LivtClient, args: argparse.Namespace) -> int:
+    if args.limit <= 0:
+        raise CommandError("--limit must be a positive number of deliveries")
+    items = client.webhook_deliveries(args.webhook_id, limit=args.limit)
+    if _emit(args, items, [str(d["id"]) for d in items]):
+        return 0
+    if not items:
+        print("no deliveries yet")
+        return 0
+    rows = [
+        [
+            str(d["id"]),
+            d["job_id"],
+            d["event"],
+            d["status"],
+            str(d["attempts"]),
+            str(d.get("last_status_code") or "-"),
+            (d.get("last_error") or "-")[:60],
+        ]
+        for d in items
+    ]
+    headers = ["ID", "JOB", "EVENT", "STATUS", "TRIES", "HTTP", "LAST ERROR"]
+    _table(rows, headers, sys.stdout, right=(0, 4))
+    return 0
+
+
+def _webhooks_delete(client: LivtClient, args: argparse.Namespace) -> int:
+    client.delete_webhook(args.webhook_id)
+    if not _emit(args, {"id": args.webhook_id, "deleted": True}, [args.webhook_id]):
+        print(f"deleted {args.webhook_id}")
     return 0

@@ -245,7 +245,7 @@ def test_wait_draws_a_tqdm_bar_on_a_terminal(sub_env: dict[str, str], finished: 
     assert re.search(rf"{finished}: 100%\|.+\| 6/6 \[.*step/s, succeeded, epoch 2/2", bar), bar
 
 
-def test_completion_scripts(tmp_path: Path) -> None:
+def test_completion_scripts(tmp_path: Path, capsys) -> None:
     bash_script = tmp_path / "livt.bash"
     bash_script.write_text(script(build_parser(), "bash"))
     probe = (
@@ -267,17 +267,47 @@ def test_completion_scripts(tmp_path: Path) -> None:
         "--status",
         "finetune",
     ]
-    out = subprocess.run(
-        [sys.executable, "-m", "livt.cli", "completion", "zsh"],
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert out.returncode == 0 and out.stdout.startswith("#compdef livt\n")
-    assert (
-        "bashcompinit" in out.stdout and "complete -o default -F _livt_complete livt" in out.stdout
-    )
+    assert main(["completion", "zsh"]) == 0
+    zsh = capsys.readouterr().out
+    assert zsh.startswith("#compdef livt\n") and "bashcompinit" in zsh
+    assert "complete -o default -F _livt_complete livt" in zsh
     if shutil.which("zsh"):
-        check = subprocess.run(["zsh", "-n"], input=out.stdout, text=True, capture_output=True)
+        check = subprocess.run(["zsh", "-n"], input=zsh, text=True, capture_output=True)
         assert check.returncode == 0, check.stderr
+
+
+def test_webhooks_commands_and_a_delivery_from_a_real_job(env, spec_file: Path, capsys) -> None:
+    import time
+
+    from api.webhooks import signature
+    from tests.api.test_webhooks import Receiver
+
+    receiver = Receiver([200])
+    try:
+        code, out, _ = run(capsys, "webhooks", "create", receiver.url, "--output", "json")
+        hook = json.loads(out)
+        assert code == 0 and len(hook["secret"]) == 64
+        assert run(capsys, "webhooks", "list", "-q")[1].split() == [hook["id"]]
+        code, out, _ = run(capsys, "submit", str(spec_file), "--wait", "-q")
+        assert code == 0
+        job_id = out.strip()
+        deadline = time.monotonic() + 60
+        while True:  # the server's dispatcher polls every 2 s
+            code, out, _ = run(capsys, "webhooks", "deliveries", hook["id"], "--json")
+            items = json.loads(out)
+            if items and items[0]["status"] == "delivered":
+                break
+            assert time.monotonic() < deadline, items
+            time.sleep(0.5)
+        assert [d["job_id"] for d in items] == [job_id]
+        ((headers, body),) = receiver.requests
+        assert headers["X-Livt-Signature"] == signature(
+            hook["secret"], headers["X-Livt-Timestamp"], body
+        )
+        assert json.loads(body)["result"]["overall"] is not None
+        code, out, _ = run(capsys, "webhooks", "deliveries", hook["id"])
+        assert re.search(rf"^\s*\d+\s+{job_id}\s+job\.succeeded\s+delivered\s+1\s+200\b", out, re.M)
+        assert run(capsys, "webhooks", "delete", hook["id"])[1] == f"deleted {hook['id']}\n"
+        assert run(capsys, "webhooks", "list")[1].startswith("no webhooks")
+    finally:
+        receiver.close()
