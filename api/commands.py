@@ -7,6 +7,7 @@ Imports stay inside the handlers so that ``livt --help`` does not load the servi
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from datetime import datetime
@@ -65,19 +66,38 @@ def _token_list(args: argparse.Namespace) -> int:
     _prepare(args.url)
     with session_scope(args.url) as session:
         tokens = list_tokens(session, None, user_name=args.user, status=args.status)
-        rows = [
-            (
-                str(t.id),
-                t.user.name + (" (admin)" if t.user.is_admin else ""),
-                t.prefix,
-                t.status(),
-                _when(t.created_at),
-                _when(t.last_used_at),
-                _when(t.expires_at),
-            )
+        items = [
+            {
+                "id": t.id,
+                "user": t.user.name,
+                "admin": t.user.is_admin,
+                "prefix": t.prefix,
+                "status": t.status(),
+                "created_at": _when(t.created_at),
+                "last_used_at": _when(t.last_used_at),
+                "expires_at": _when(t.expires_at),
+            }
             for t in tokens
         ]
+    if args.quiet:
+        sys.stdout.write("".join(f"{t['id']}\n" for t in items))
+        return 0
+    if args.output == "json":
+        sys.stdout.write(json.dumps(items, indent=2) + "\n")
+        return 0
     header = ("ID", "USER", "PREFIX", "STATUS", "CREATED", "LAST USED", "EXPIRES")
+    rows = [
+        (
+            str(t["id"]),
+            t["user"] + (" (admin)" if t["admin"] else ""),
+            t["prefix"],
+            t["status"],
+            t["created_at"],
+            t["last_used_at"],
+            t["expires_at"],
+        )
+        for t in items
+    ]
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
         sys.stdout.write(
@@ -144,6 +164,10 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 
     listing = token_sub.add_parser("list", help="list tokens (ids, prefixes, status, expiry)")
     listing.add_argument("--user", help="only this user's tokens")
+    output = listing.add_mutually_exclusive_group()
+    output.add_argument("--output", choices=("table", "json"), default="table")
+    output.add_argument("--json", dest="output", action="store_const", const="json")
+    output.add_argument("-q", "--quiet", action="store_true", help="print only token ids")
     listing.add_argument(
         "--status", choices=("active", "expired", "revoked"), help="only tokens in this state"
     )

@@ -21,9 +21,10 @@ from sqlalchemy.orm import Session, sessionmaker
 import livt_core
 from api.errors import NotFoundError, install_error_handlers
 from api.request_limits import BodyLimits, RequestGuard
-from api.routers import datasets, health, jobs, metrics, pipelines, presets, tokens
+from api.routers import datasets, health, jobs, metrics, pipelines, presets, tokens, webhooks
 from api.services.users import ensure_token
 from api.telemetry import MetricsMiddleware, Telemetry
+from api.webhooks import Dispatcher
 from livt_service.db import get_api_engines, upgrade_database
 from livt_service.settings import Settings, get_settings
 
@@ -55,8 +56,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await anyio.to_thread.run_sync(_start, settings, session_factory)
+        dispatcher = Dispatcher(
+            session_factory,
+            poll_seconds=settings.webhook_poll_seconds,
+            max_attempts=settings.webhook_max_attempts,
+            backoff_seconds=settings.webhook_backoff_seconds,
+            timeout_seconds=settings.webhook_timeout_seconds,
+        )
+        dispatcher.start()
         logger.info("LiVT job service ready (%s mode)", settings.mode)
-        yield
+        try:
+            yield
+        finally:
+            await anyio.to_thread.run_sync(dispatcher.stop)
 
     app = FastAPI(
         title="LiVT job service",
@@ -84,7 +96,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestGuard, limits=limits, session_factory=session_factory)
     app.add_middleware(MetricsMiddleware, telemetry=app.state.telemetry)
     install_error_handlers(app)
-    for module in (jobs, pipelines, datasets, presets, tokens, health, metrics):
+    for module in (jobs, pipelines, datasets, presets, tokens, health, metrics, webhooks):
         app.include_router(module.router)
 
     @app.get("/", include_in_schema=False, response_model=None)

@@ -8,7 +8,11 @@ that this module stays a thin dispatcher and ``livt train`` never imports the se
 - ``livt.serve``: ``serve``, ``demo``
 - ``worker.commands``: ``worker``
 - ``livt.client_cli``: ``submit``, ``jobs``, ``show``, ``logs``, ``cancel``, ``retry``, ``wait``,
-  ``results``
+  ``results``, ``download``, ``datasets``, ``pipeline``, ``webhooks``
+- ``livt.completion``: ``completion`` (a bash / zsh completion script)
+
+Output closed early (``livt jobs --json | head -1``) ends the command quietly with status 141
+(128 + SIGPIPE, as a shell reports it), without a traceback.
 
 A handler is stored as ``func`` on its parser and returns the process exit status. ``main`` imports
 only the module of the command it runs (``COMMANDS``), so a client command does not pay for
@@ -20,6 +24,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -29,6 +34,7 @@ COMMAND_MODULES = (
     "livt.serve",
     "worker.commands",
     "livt.client_cli",
+    "livt.completion",
 )
 #: The module that registers each top-level command.
 COMMANDS = {
@@ -37,8 +43,23 @@ COMMANDS = {
     **dict.fromkeys(("serve", "demo"), "livt.serve"),
     "worker": "worker.commands",
     **dict.fromkeys(
-        ("submit", "jobs", "show", "logs", "cancel", "retry", "wait", "results"), "livt.client_cli"
+        (
+            "submit",
+            "jobs",
+            "show",
+            "logs",
+            "cancel",
+            "retry",
+            "wait",
+            "results",
+            "download",
+            "datasets",
+            "pipeline",
+            "webhooks",
+        ),
+        "livt.client_cli",
     ),
+    "completion": "livt.completion",
 }
 
 
@@ -54,7 +75,30 @@ def build_parser(modules: Sequence[str] = COMMAND_MODULES) -> argparse.ArgumentP
     return parser
 
 
+EXIT_BROKEN_PIPE = 141
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        code = _main(argv)
+        sys.stdout.flush()  # a pipe closed early fails here, not at interpreter exit
+    except BrokenPipeError:
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
+    return code
+
+
+def _silence_stdout() -> None:
+    """Points stdout at /dev/null so the flush at exit does not report the closed pipe again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # stdout without a file descriptor (captured in tests)
+        pass
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in argv if not a.startswith("-")), None)
     module = COMMANDS.get(command or "")

@@ -586,6 +586,27 @@ class LivtClient:
             body["root"] = root
         return Dataset.from_json(self._request("POST", "/datasets", json=body))
 
+    # webhooks ------------------------------------------------------------------------------
+
+    def create_webhook(self, url: str, job_id: str | None = None) -> dict[str, Any]:
+        """Calls ``url`` when your jobs (or the one ``job_id``) end; the answer holds the
+        signing ``secret``, shown only this once."""
+        body: dict[str, Any] = {"url": url}
+        if job_id is not None:
+            body["job_id"] = job_id
+        return self._request("POST", "/webhooks", json=body)
+
+    def webhooks(self) -> list[dict[str, Any]]:
+        return list(self._request("GET", "/webhooks").get("items", []))
+
+    def webhook_deliveries(self, webhook_id: str, *, limit: int = 100) -> list[dict[str, Any]]:
+        """The delivery log of a webhook, newest first."""
+        data = self._request("GET", f"/webhooks/{webhook_id}/deliveries", params={"limit": limit})
+        return list(data.get("items", []))
+
+    def delete_webhook(self, webhook_id: str) -> None:
+        self._request("DELETE", f"/webhooks/{webhook_id}")
+
     # tokens --------------------------------------------------------------------------------
 
     def tokens(self, *, user: str | None = None, status: str | None = None) -> list[Token]:

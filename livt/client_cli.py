@@ -1,4 +1,10 @@
-"""Client commands of ``livt``: submit, jobs, show, logs, cancel, retry, wait, results.
+"""Client commands of ``livt``: submit, jobs, show, logs, cancel, retry, wait, results,
+download, datasets (list / register / show), pipeline (submit / show) and webhooks (create /
+list / deliveries / delete).
+
+Every one of them takes ``--output table|json`` (``--json`` is short for ``--output json``) and
+``-q``/``--quiet``, which prints only the ids of what the command lists or changes (job ids,
+dataset names, downloaded paths), one a line, for scripts: ``livt jobs -q --status failed``.
 
 They talk to a running service through :class:`livt.client.LivtClient`, configured by
 ``--url``/``--token`` or the ``LIVT_URL``/``LIVT_TOKEN`` environment variables. The HTTP client is
@@ -31,6 +37,7 @@ KINDS = contract.KINDS
 STATUSES = contract.JOB_STATUSES
 EXIT_INVALID_SPEC = contract.EXIT_CONFIG
 EXIT_CANCELLED = contract.EXIT_CANCELLED
+OUTPUTS = ("table", "json")
 
 
 class CommandError(Exception):
@@ -51,6 +58,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         help=f"service URL (default: $LIVT_URL or {DEFAULT_URL})",
     )
     conn.add_argument("--token", default=None, help="API token (default: $LIVT_TOKEN)")
+    _add_output_options(common)
 
     p = subparsers.add_parser(
         "submit",
@@ -76,13 +84,11 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--kind", choices=KINDS, help="only jobs of this kind")
     p.add_argument("--limit", type=int, default=20, help="jobs per page (default 20)")
     p.add_argument("--cursor", help="continue after a previous page")
-    p.add_argument("--json", action="store_true", help="print the page as JSON")
     p.set_defaults(func=_command(_jobs))
 
     p = subparsers.add_parser("show", parents=[common], help="show one job")
     p.add_argument("job_id", metavar="ID")
     p.add_argument("--config", action="store_true", help="also print the resolved config")
-    p.add_argument("--json", action="store_true", help="print the job as JSON")
     p.set_defaults(func=_command(_show))
 
     p = subparsers.add_parser("logs", parents=[common], help="print a job's log")
@@ -115,8 +121,115 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("job_id", metavar="ID")
     p.add_argument("--per-class", action="store_true", help="also list every class")
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=_command(_results))
+
+    _add_more_commands(subparsers, common)
+
+
+def _add_output_options(parser: argparse.ArgumentParser) -> None:
+    """``--output table|json``, ``--json`` and ``-q``: the output options of every command."""
+    group = parser.add_argument_group("output").add_mutually_exclusive_group()
+    group.add_argument(
+        "--output",
+        choices=OUTPUTS,
+        default="table",
+        help="table: aligned text (default); json: machine-readable JSON",
+    )
+    group.add_argument(
+        "--json", dest="output", action="store_const", const="json", help="same as --output json"
+    )
+    group.add_argument(
+        "-q", "--quiet", action="store_true", help="print only ids (job ids, names, paths)"
+    )
+
+
+def _add_more_commands(
+    subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser
+) -> None:
+    """``download``, ``datasets list|register|show`` and ``pipeline submit|show``."""
+    p = subparsers.add_parser(
+        "download",
+        parents=[common],
+        help="download a job's artifacts (all of them, or those named)",
+        description="Save artifacts of a job into a folder; `livt show ID` lists them.",
+    )
+    p.add_argument("job_id", metavar="JOB")
+    p.add_argument("names", nargs="*", metavar="NAME", help="artifact names (default: all)")
+    p.add_argument(
+        "-d", "--dir", default=".", type=Path, help="folder to save into (default: current)"
+    )
+    p.set_defaults(func=_command(_download))
+
+    datasets = subparsers.add_parser("datasets", help="registered datasets")
+    actions = datasets.add_subparsers(dest="datasets_command", metavar="ACTION", required=True)
+    p = actions.add_parser("list", parents=[common], help="list registered datasets")
+    p.set_defaults(func=_command(_datasets_list))
+    p = actions.add_parser(
+        "register",
+        parents=[common],
+        help="register a dataset root inside the server's data roots",
+        description="Register a dataset; jobs then name it with `dataset: NAME`.",
+    )
+    p.add_argument("name", metavar="NAME", help="lowercase letters, digits, . _ -")
+    p.add_argument("--kind", required=True, help="dataset type, e.g. imagefolder")
+    p.add_argument("--root", help="folder inside the server's data roots (default: bundled)")
+    p.add_argument(
+        "--param",
+        dest="params",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a data.* setting, e.g. --param imbalance_factor=100",
+    )
+    p.set_defaults(func=_command(_datasets_register))
+    p = actions.add_parser("show", parents=[common], help="class counts and shot groups")
+    p.add_argument("name", metavar="NAME")
+    p.set_defaults(func=_command(_datasets_show))
+
+    pipeline = subparsers.add_parser("pipeline", help="pretrain → finetune → evaluate chains")
+    actions = pipeline.add_subparsers(dest="pipeline_command", metavar="ACTION", required=True)
+    p = actions.add_parser(
+        "submit",
+        parents=[common],
+        help="submit a pipeline spec (a mapping with `stages`)",
+        description="Submit a YAML/JSON spec with a `stages` list; each stage starts from the "
+        "previous one's checkpoint.",
+    )
+    p.add_argument("spec", help="YAML or JSON file; '-' reads standard input")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a top-level field (e.g. --set name=run1)",
+    )
+    p.add_argument("--wait", action="store_true", help="wait for every stage")
+    p.add_argument("--poll", type=float, default=2.0, help="seconds between polls with --wait")
+    p.set_defaults(func=_command(_pipeline_submit))
+    p = actions.add_parser("show", parents=[common], help="a pipeline's stages and their state")
+    p.add_argument("pipeline_id", metavar="ID")
+    p.set_defaults(func=_command(_pipeline_show))
+
+    hooks = subparsers.add_parser("webhooks", help="URLs called when your jobs end")
+    actions = hooks.add_subparsers(dest="webhooks_command", metavar="ACTION", required=True)
+    p = actions.add_parser(
+        "create",
+        parents=[common],
+        help="call a URL when your jobs (or one job) end; prints the signing secret once",
+    )
+    p.add_argument("hook_url", metavar="URL")
+    p.add_argument("--job", dest="job_id", help="only this job (default: every job of yours)")
+    p.set_defaults(func=_command(_webhooks_create))
+    p = actions.add_parser("list", parents=[common], help="your webhooks")
+    p.set_defaults(func=_command(_webhooks_list))
+    p = actions.add_parser("deliveries", parents=[common], help="a webhook's delivery log")
+    p.add_argument("webhook_id", metavar="ID")
+    p.add_argument("--limit", type=int, default=20, help="newest deliveries to show (20)")
+    p.set_defaults(func=_command(_webhooks_deliveries))
+    p = actions.add_parser("delete", parents=[common], help="stop calling a webhook's URL")
+    p.add_argument("webhook_id", metavar="ID")
+    p.set_defaults(func=_command(_webhooks_delete))
 
 
 # plumbing ------------------------------------------------------------------------------------
@@ -229,13 +342,28 @@ def _bar(fraction: float, width: int = 24) -> str:
     return "#" * filled + "." * (width - filled)
 
 
-def _dump_json(obj: Any) -> str:
-    """Dataclasses (and datetimes inside them) as indented JSON."""
+def _dump_json(obj: Any, indent: int | None = 2) -> str:
+    """Dataclasses (and datetimes inside them) as JSON, indented unless ``indent`` is None."""
     from dataclasses import asdict, is_dataclass
 
     if is_dataclass(obj) and not isinstance(obj, type):
         obj = asdict(obj)
-    return json.dumps(obj, indent=2, default=lambda v: v.isoformat())
+    elif isinstance(obj, list):
+        obj = [asdict(x) if is_dataclass(x) and not isinstance(x, type) else x for x in obj]
+    return json.dumps(obj, indent=indent, default=lambda v: v.isoformat())
+
+
+def _emit(args: argparse.Namespace, data: Any, ids: Iterable[str]) -> bool:
+    """Prints ``ids`` one a line for ``-q`` or ``data`` as JSON for ``--output json``; True
+    when it did, so the caller prints its table only when this returns False."""
+    if getattr(args, "quiet", False):
+        for item in ids:
+            print(item)
+        return True
+    if getattr(args, "output", "table") == "json":
+        print(_dump_json(data))
+        return True
+    return False
 
 
 # commands ------------------------------------------------------------------------------------
@@ -280,31 +408,46 @@ def _apply_overrides(spec: dict[str, Any], items: Iterable[str]) -> dict[str, An
 def _submit(client: LivtClient, args: argparse.Namespace) -> int:
     spec = _apply_overrides(_read_spec(args.spec), args.overrides)
     if "stages" in spec:
-        pipeline = client.submit_pipeline(spec["stages"], name=spec.get("name"))
+        return _submit_stages(client, args, spec)
+    job = client.submit(spec)
+    if not args.wait:
+        if not _emit(args, job, [job.id]):
+            print(f"submitted {job.id} ({job.kind}, {job.status})")
+        return 0
+    if _table_output(args):
+        print(f"submitted {job.id} ({job.kind}, {job.status})")
+    return _wait_and_report(client, job.id, args.poll, None, args)
+
+
+def _table_output(args: argparse.Namespace) -> bool:
+    return not getattr(args, "quiet", False) and getattr(args, "output", "table") == "table"
+
+
+def _submit_stages(client: LivtClient, args: argparse.Namespace, spec: dict[str, Any]) -> int:
+    pipeline = client.submit_pipeline(spec["stages"], name=spec.get("name"))
+    if not args.wait and _emit(args, pipeline, [j.id for j in pipeline.jobs]):
+        return 0
+    if _table_output(args):
         print(f"submitted pipeline {pipeline.id} ({len(pipeline.jobs)} stages)")
         for job in pipeline.jobs:
             print(f"  stage {job.stage}: {job.id}  {job.kind:<9} {job.status}")
-        if not args.wait or not pipeline.jobs:
-            return 0
-        code = 0
-        for job in pipeline.jobs:
-            code = _wait_and_report(client, job.id, args.poll, None)
-            if code:
-                return code
-        return code
-    job = client.submit(spec)
-    print(f"submitted {job.id} ({job.kind}, {job.status})")
-    if not args.wait:
+    if not args.wait or not pipeline.jobs:
         return 0
-    return _wait_and_report(client, job.id, args.poll, None)
+    code = 0
+    for job in pipeline.jobs:
+        code = _wait_and_report(client, job.id, args.poll, None, args, report=False)
+        if code:
+            break
+    if not _table_output(args):  # a JSON / id report of every stage once it is over
+        _emit(args, client.pipeline(pipeline.id), [j.id for j in pipeline.jobs])
+    return code
 
 
 def _jobs(client: LivtClient, args: argparse.Namespace) -> int:
     if args.limit <= 0:
         raise CommandError("--limit must be a positive number of jobs")
     page = client.jobs(args.status, args.kind, limit=args.limit, cursor=args.cursor)
-    if args.json:
-        print(_dump_json(page))
+    if _emit(args, page, [j.id for j in page.items]):
         return 0
     if not page.items:
         print("no jobs")
@@ -332,8 +475,7 @@ def _jobs(client: LivtClient, args: argparse.Namespace) -> int:
 
 def _show(client: LivtClient, args: argparse.Namespace) -> int:
     job = client.job(args.job_id)
-    if args.json:
-        print(_dump_json(job))
+    if _emit(args, job, [job.id]):
         return 0
     fields: list[tuple[str, str]] = [
         ("id", job.id),
@@ -402,39 +544,49 @@ def _size(n: int) -> str:
 
 
 def _logs(client: LivtClient, args: argparse.Namespace) -> int:
+    """``--output json`` prints one JSON object per line (JSON Lines, also with ``-f``);
+    ``-q`` prints the messages alone."""
     if args.follow:
         for line in client.follow_logs(args.job_id, offset=args.offset):
-            _print_log(line)
+            _print_log(line, args)
         return 0
     offset = args.offset
     while True:
         chunk = client.logs(args.job_id, offset)
         for line in chunk.lines:
-            _print_log(line)
+            _print_log(line, args)
         if not chunk.lines or chunk.next_offset <= offset:
             return 0
         offset = chunk.next_offset
 
 
-def _print_log(line: LogLine) -> None:
+def _print_log(line: LogLine, args: argparse.Namespace) -> None:
+    if getattr(args, "quiet", False):
+        print(line.message, flush=True)
+        return
+    if getattr(args, "output", "table") == "json":
+        print(_dump_json(line, indent=None), flush=True)
+        return
     stamp = line.ts.astimezone().strftime("%H:%M:%S") if line.ts else "--:--:--"
     print(f"{stamp} {line.level:<7} {line.message}", flush=True)
 
 
 def _cancel(client: LivtClient, args: argparse.Namespace) -> int:
     job = client.cancel(args.job_id)
-    print(f"{job.id}: {job.status}")
+    if not _emit(args, job, [job.id]):
+        print(f"{job.id}: {job.status}")
     return 0
 
 
 def _retry(client: LivtClient, args: argparse.Namespace) -> int:
     job = client.retry(args.job_id)
-    print(f"{job.id}: {job.status} (attempt {job.attempt})")
+    if not _emit(args, job, [job.id]):
+        print(f"{job.id}: {job.status} (attempt {job.attempt})")
     return 0
 
 
 def _wait(client: LivtClient, args: argparse.Namespace) -> int:
-    return _wait_and_report(client, args.job_id, args.poll, args.timeout)
+    return _wait_and_report(client, args.job_id, args.poll, args.timeout, args)
 
 
 def _progress_line(job: Job) -> str:
@@ -453,26 +605,51 @@ def _progress_line(job: Job) -> str:
 
 
 class _ProgressPrinter:
-    """Draws a one-line progress bar on a terminal, or a line per change into a log/pipe."""
+    """A tqdm bar over the job's steps on a terminal; a line per status/epoch change into a
+    log or a pipe (where a redrawn bar would be noise)."""
 
     def __init__(self, out: TextIO) -> None:
         self.out = out
         self.tty = out.isatty()
         self.last = ""
+        self.bar: Any = None
 
     def __call__(self, job: Job) -> None:
         text = f"{job.id} {job.status:<10} {_progress_line(job)}".rstrip()
         if self.tty:
-            self.out.write("\r" + text.ljust(len(self.last)))
-            self.out.flush()
+            self._draw(job)
         elif _coarse(text) != _coarse(self.last):
             print(text, file=self.out, flush=True)
         self.last = text
 
+    def _draw(self, job: Job) -> None:
+        from tqdm import tqdm
+
+        p = job.progress
+        total, done = 100, 100 * (p.fraction or 0.0) if p else 0.0
+        if p is not None and p.epochs and p.steps:  # in steps, so tqdm shows steps/s
+            total = p.epochs * p.steps
+            done = min(total, (p.epoch or 0) * p.steps + (p.step or 0) + 1)
+        if job.status == "succeeded":
+            done = total
+        if self.bar is None:
+            self.bar = tqdm(
+                total=total, desc=job.id, unit="step", file=self.out, dynamic_ncols=True
+            )
+        self.bar.total = total
+        self.bar.n = int(done)
+        postfix = [job.status]
+        if p is not None and p.epochs:
+            postfix.append(f"epoch {min((p.epoch or 0) + 1, p.epochs)}/{p.epochs}")
+        if p is not None and p.loss is not None:
+            postfix.append(f"loss {p.loss:.4f}")
+        self.bar.set_postfix_str(", ".join(postfix), refresh=False)
+        self.bar.refresh()
+
     def close(self) -> None:
-        if self.tty and self.last:
-            self.out.write("\n")
-            self.out.flush()
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
 
 def _coarse(text: str) -> str:
@@ -480,25 +657,44 @@ def _coarse(text: str) -> str:
     return text.split("%")[-1].split("loss")[0] if "epoch" in text else text
 
 
-def _wait_and_report(client: LivtClient, job_id: str, poll: float, timeout: float | None) -> int:
-    printer = _ProgressPrinter(sys.stderr)
+def _wait_and_report(
+    client: LivtClient,
+    job_id: str,
+    poll: float,
+    timeout: float | None,
+    args: argparse.Namespace | None = None,
+    *,
+    report: bool = True,
+) -> int:
+    """Waits for the job; reports it as a table (with a progress bar on stderr), as JSON or as
+    its id (nothing for JSON / -q when ``report`` is False). The exit status tells how it ended (the codes of ``livt train``)."""
+    table = args is None or _table_output(args)
+    printer = _ProgressPrinter(sys.stderr) if table else None
     try:
         job = client.wait(job_id, poll=poll, timeout=timeout, callback=printer)
     finally:
-        printer.close()
+        if printer is not None:
+            printer.close()
+    failure = job.failure
+    code = 0
+    if job.status == "cancelled":
+        code = EXIT_CANCELLED
+    elif job.status != "succeeded":
+        code = contract.exit_code(failure.reason if failure else "internal")
+    if not table:
+        if report:
+            _emit(args, job, [job.id])
+        return code
     if job.status == "succeeded":
         print(f"{job.id} succeeded")
         if job.result is not None:
             _print_result(job, job.result, per_class=False)
-        return 0
-    if job.status == "cancelled":
+    elif job.status == "cancelled":
         print(f"{job.id} cancelled")
-        return EXIT_CANCELLED
-    failure = job.failure
-    reason = f": {failure.reason}: {failure.message}" if failure else ""
-    print(f"{job.id} failed{reason}")
-    # the exit status of a finished job matches ``livt train``'s
-    return contract.exit_code(failure.reason if failure else "internal")
+    else:
+        reason = f": {failure.reason}: {failure.message}" if failure else ""
+        print(f"{job.id} failed{reason}")
+    return code
 
 
 def _results(client: LivtClient, args: argparse.Namespace) -> int:
@@ -506,8 +702,7 @@ def _results(client: LivtClient, args: argparse.Namespace) -> int:
     if job.result is None:
         state = f"it is still {job.status}" if not job.finished else f"it {job.status}"
         raise CommandError(f"job {job.id} has no results: {state}")
-    if args.json:
-        print(_dump_json(job.result))
+    if _emit(args, job.result, [job.id]):
         return 0
     if job.kind == "pretrain":
         extra = job.result.extra
@@ -555,3 +750,177 @@ def _print_result(job: Job, r: Result, *, per_class: bool) -> None:
         _table(
             rows, ["class", "name", "group", "train", "test", "top-1 %"], out, right=(0, 3, 4, 5)
         )
+
+
+# download, datasets, pipeline -----------------------------------------------------------------
+
+
+def _download(client: LivtClient, args: argparse.Namespace) -> int:
+    available = {a.name: a for a in client.artifacts(args.job_id)}
+    names = list(args.names) or list(available)
+    unknown = [n for n in names if n not in available]
+    if unknown:
+        known = ", ".join(available) or "none yet"
+        raise CommandError(
+            f"job {args.job_id} has no artifact {', '.join(unknown)} (it has: {known})"
+        )
+    if not names:
+        raise CommandError(f"job {args.job_id} has no artifacts yet")
+    if not args.dir.is_dir():
+        raise CommandError(f"--dir {args.dir} is not a folder: create it first")
+    saved = []
+    for name in names:
+        path = client.download_artifact(args.job_id, name, args.dir)
+        saved.append({"name": name, "path": str(path), "size_bytes": path.stat().st_size})
+    if not _emit(args, saved, [s["path"] for s in saved]):
+        for s in saved:
+            print(f"saved {s['path']} ({_size(s['size_bytes'])})")
+    return 0
+
+
+def _datasets_list(client: LivtClient, args: argparse.Namespace) -> int:
+    datasets = client.datasets()
+    if _emit(args, datasets, [d.name for d in datasets]):
+        return 0
+    if not datasets:
+        print("no datasets (register one with `livt datasets register NAME --kind KIND`)")
+        return 0
+    rows = [
+        [
+            d.name,
+            d.kind,
+            d.root or "(bundled)",
+            str(len(d.classes or d.class_counts)),
+            str(d.num_train if d.num_train is not None else "-"),
+            "/".join(str(len(d.shot_groups.get(g, []))) for g in ("many", "medium", "few")),
+        ]
+        for d in datasets
+    ]
+    headers = ["NAME", "KIND", "ROOT", "CLASSES", "IMAGES", "MANY/MED/FEW"]
+    _table(rows, headers, sys.stdout, right=(3, 4))
+    return 0
+
+
+def _datasets_register(client: LivtClient, args: argparse.Namespace) -> int:
+    from livt_core.config import ConfigErrors, parse_overrides
+
+    try:
+        params = parse_overrides(list(args.params))
+    except ConfigErrors as exc:
+        raise CommandError(f"cannot parse --param: {exc}", EXIT_INVALID_SPEC) from None
+    dataset = client.register_dataset(args.name, args.kind, args.root, params)
+    if not _emit(args, dataset, [dataset.name]):
+        print(f"registered {dataset.name} ({dataset.kind}, {dataset.num_train} training images)")
+    return 0
+
+
+def _datasets_show(client: LivtClient, args: argparse.Namespace) -> int:
+    datasets = {d.name: d for d in client.datasets()}
+    dataset = datasets.get(args.name)
+    if dataset is None:
+        known = ", ".join(sorted(datasets)) or "none registered"
+        raise CommandError(f"no dataset {args.name!r} (known: {known})")
+    if _emit(args, dataset, [dataset.name]):
+        return 0
+    fields = [
+        ("name", dataset.name),
+        ("kind", dataset.kind),
+        ("root", dataset.root or "(bundled)"),
+        ("images", str(dataset.num_train if dataset.num_train is not None else "-")),
+        ("params", json.dumps(dataset.params, sort_keys=True) if dataset.params else "-"),
+        ("created", _when(dataset.created_at)),
+    ]
+    for key, value in fields:
+        print(f"{key:<8}  {value}")
+    group_of = {c: g for g, ids in dataset.shot_groups.items() for c in ids}
+    rows = [
+        [
+            str(i),
+            (dataset.classes[i] if i < len(dataset.classes) else "-"),
+            str(n),
+            group_of.get(i, "-"),
+        ]
+        for i, n in enumerate(dataset.class_counts)
+    ]
+    if rows:
+        print()
+        _table(rows, ["class", "name", "train", "group"], sys.stdout, right=(0, 2))
+    return 0
+
+
+def _pipeline_submit(client: LivtClient, args: argparse.Namespace) -> int:
+    spec = _apply_overrides(_read_spec(args.spec), args.overrides)
+    if not isinstance(spec.get("stages"), list):
+        raise CommandError(
+            f"{args.spec} has no `stages` list: a pipeline spec is a mapping with `stages` "
+            "(submit a single job with `livt submit`)",
+            EXIT_INVALID_SPEC,
+        )
+    return _submit_stages(client, args, spec)
+
+
+def _pipeline_show(client: LivtClient, args: argparse.Namespace) -> int:
+    pipeline = client.pipeline(args.pipeline_id)
+    if _emit(args, pipeline, [j.id for j in pipeline.jobs]):
+        return 0
+    print(f"pipeline {pipeline.id}  {pipeline.name or ''}".rstrip())
+    rows = [
+        [str(j.stage if j.stage is not None else i), j.id, j.kind, j.status, _progress_text(j)]
+        for i, j in enumerate(pipeline.jobs)
+    ]
+    _table(rows, ["STAGE", "ID", "KIND", "STATUS", "PROGRESS"], sys.stdout, right=(0,))
+    return 0
+
+
+def _webhooks_create(client: LivtClient, args: argparse.Namespace) -> int:
+    hook = client.create_webhook(args.hook_url, args.job_id)
+    if not _emit(args, hook, [hook["id"]]):
+        what = f"job {hook['job_id']}" if hook.get("job_id") else "every job of yours"
+        print(f"created {hook['id']}: POST {hook['url']} when {what} ends")
+        print(f"signing secret (shown only now): {hook['secret']}")
+    return 0
+
+
+def _webhooks_list(client: LivtClient, args: argparse.Namespace) -> int:
+    hooks = client.webhooks()
+    if _emit(args, hooks, [h["id"] for h in hooks]):
+        return 0
+    if not hooks:
+        print("no webhooks (create one with `livt webhooks create URL`)")
+        return 0
+    rows = [[h["id"], h.get("job_id") or "(all jobs)", h["url"]] for h in hooks]
+    _table(rows, ["ID", "JOB", "URL"], sys.stdout)
+    return 0
+
+
+def _webhooks_deliveries(client: LivtClient, args: argparse.Namespace) -> int:
+    if args.limit <= 0:
+        raise CommandError("--limit must be a positive number of deliveries")
+    items = client.webhook_deliveries(args.webhook_id, limit=args.limit)
+    if _emit(args, items, [str(d["id"]) for d in items]):
+        return 0
+    if not items:
+        print("no deliveries yet")
+        return 0
+    rows = [
+        [
+            str(d["id"]),
+            d["job_id"],
+            d["event"],
+            d["status"],
+            str(d["attempts"]),
+            str(d.get("last_status_code") or "-"),
+            (d.get("last_error") or "-")[:60],
+        ]
+        for d in items
+    ]
+    headers = ["ID", "JOB", "EVENT", "STATUS", "TRIES", "HTTP", "LAST ERROR"]
+    _table(rows, headers, sys.stdout, right=(0, 4))
+    return 0
+
+
+def _webhooks_delete(client: LivtClient, args: argparse.Namespace) -> int:
+    client.delete_webhook(args.webhook_id)
+    if not _emit(args, {"id": args.webhook_id, "deleted": True}, [args.webhook_id]):
+        print(f"deleted {args.webhook_id}")
+    return 0

@@ -65,7 +65,10 @@ ATTEMPT_LOCK_FILE = ".attempt.lock"
 ATTEMPTS_DIR = "attempts"
 
 #: The files of a run folder the service registers as artifacts, with their kind.
+#: MGP's input / masked / reconstruction grid of fixed validation images (pretrain jobs).
+RECONSTRUCTION_FILE = "reconstruction.png"
 ARTIFACT_KINDS: dict[str, str] = {
+    RECONSTRUCTION_FILE: "image",
     LAST_CHECKPOINT: "checkpoint",
     BEST_CHECKPOINT: "checkpoint",
     CONFIG_FILE: "config",

@@ -105,6 +105,37 @@ def calibration_errors(probs: Tensor, labels: Tensor, n_bins: int = 15) -> tuple
     return 100.0 * ece, 100.0 * gap.max().item()
 
 
+def reliability_bins(probs: Tensor, labels: Tensor, n_bins: int = 15) -> list[dict[str, Any]]:
+    """The ``n_bins`` confidence bins behind :func:`calibration_errors`, for a reliability
+    diagram: ``[{"lo", "hi", "count", "accuracy", "confidence"}]`` with the bin edges and the
+    bin's mean accuracy / confidence as fractions in [0, 1] (``None`` for an empty bin).
+    ``ECE = Σ count / N · |accuracy − confidence|`` over these bins."""
+    if n_bins < 1:
+        raise ValueError(f"n_bins must be ≥ 1, got {n_bins}")
+    p = _scores_cpu(probs, labels, what="probs")
+    y = _labels_cpu(labels, p.shape[1])
+    confidence, predicted = p.max(dim=1)
+    correct = predicted.eq(y).double()
+    edges = torch.linspace(0.0, 1.0, n_bins + 1, dtype=torch.float64)
+    bins = torch.bucketize(confidence, edges[1:-1], right=False)
+    count = torch.bincount(bins, minlength=n_bins)
+    conf_sum = torch.bincount(bins, weights=confidence, minlength=n_bins)
+    acc_sum = torch.bincount(bins, weights=correct, minlength=n_bins)
+    out = []
+    for b in range(n_bins):
+        n = int(count[b])
+        out.append(
+            {
+                "lo": float(edges[b]),
+                "hi": float(edges[b + 1]),
+                "count": n,
+                "accuracy": float(acc_sum[b]) / n if n else None,
+                "confidence": float(conf_sum[b]) / n if n else None,
+            }
+        )
+    return out
+
+
 def prediction_distribution_calibration(
     pred_labels: Tensor, labels: Tensor, train_counts: Sequence[int], eps: float = 1e-6
 ) -> float | None:
@@ -168,7 +199,8 @@ def long_tail_report(
         - ``overall`` / ``top5``: micro top-1 / top-``min(5, C)`` accuracy (%);
         - ``many`` / ``medium`` / ``few``: mean of the per-class accuracies of the group (%)
           (groups from :func:`shot_groups`), ``None`` for a group without evaluated classes;
-        - ``ece`` / ``mce`` (%) from :func:`calibration_errors` on ``softmax(logits)``;
+        - ``ece`` / ``mce`` (%) from :func:`calibration_errors` on ``softmax(logits)``, and
+          ``reliability``: its 15 bins (:func:`reliability_bins`);
         - ``pdc`` from :func:`prediction_distribution_calibration` (``None`` when undefined);
         - ``per_class``: ``[{"class", "name", "accuracy", "train_count", "support", "group"}]``
           (``name`` is ``None`` without ``class_names``);
@@ -213,13 +245,15 @@ def long_tail_report(
         values = [per_class[m]["accuracy"] for m in members if per_class[m]["accuracy"] is not None]
         return math.fsum(values) / len(values) if values else None
 
-    ece, mce = calibration_errors(scores.softmax(dim=1), y)
+    probs = scores.softmax(dim=1)
+    ece, mce = calibration_errors(probs, y)
     return {
         "overall": top1,
         "top5": top5,
         **{name: group_mean(groups[name]) for name in GROUPS},
         "ece": ece,
         "mce": mce,
+        "reliability": reliability_bins(probs, y),
         "pdc": prediction_distribution_calibration(pred, y, counts),
         "per_class": per_class,
         "confusion_matrix": confusion.tolist(),

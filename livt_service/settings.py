@@ -79,6 +79,18 @@ class Settings(BaseSettings):
     bootstrap_token: str | None = Field(
         None, description="if set, an admin token with this value exists once the API starts"
     )
+    webhook_poll_seconds: float = Field(
+        2.0, gt=0, description="how often the API looks for webhook deliveries to make"
+    )
+    webhook_max_attempts: int = Field(
+        6, ge=1, le=30, description="tries of one webhook delivery before it is marked failed"
+    )
+    webhook_backoff_seconds: float = Field(
+        5.0, gt=0, description="wait after the first failed try; doubles after each (max 1 h)"
+    )
+    webhook_timeout_seconds: float = Field(
+        10.0, gt=0, le=120, description="seconds a webhook receiver has to answer"
+    )
     metrics_token: SecretStr | None = Field(
         None,
         min_length=16,

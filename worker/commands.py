@@ -45,6 +45,10 @@ def worker_command(args: argparse.Namespace) -> int:
     context = configure(node_name(args.name), queues, args.gpus, concurrency=args.concurrency)
     if is_embedded_broker(settings.broker_url):
         declare_queues(queues)
+    if args.metrics_port is not None:
+        from worker.exporter import serve
+
+        serve(args.metrics_port, context.worker_id)
     app = get_celery_app()
     celery_worker = app.Worker(
         hostname=context.worker_id,
@@ -91,5 +95,11 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         metavar="NAME",
         help="worker id, NAME@host (default: livt@<hostname>); unique per running worker, "
         "the same across restarts",
+    )
+    work.add_argument(
+        "--metrics-port",
+        type=_positive,
+        metavar="PORT",
+        help="serve Prometheus metrics (GPU utilisation and memory, the process) on this port",
     )
     work.set_defaults(func=worker_command)

@@ -124,3 +124,14 @@ export async function downloadArtifact(url, name) {
   a.remove();
   setTimeout(() => URL.revokeObjectURL(href), 10000);
 }
+
+/** An artifact as a blob: URL (for an <img>), fetched with the bearer header. */
+export async function artifactObjectUrl(url, type = "application/octet-stream") {
+  const response = await fetch(url, { headers: { Authorization: `Bearer ${getToken()}` }, cache: "no-store" });
+  if (!response.ok) {
+    if (response.status === 401) onUnauthorized();
+    throw new ApiError(response.status, `artifact unavailable (HTTP ${response.status})`);
+  }
+  // the server sends artifacts as octet-stream; give an image its own type
+  return URL.createObjectURL(new Blob([await response.blob()], { type }));
+}

@@ -8,6 +8,7 @@ import {
 import {
   GROUP_COLORS, PALETTE, barChart, formatNumber, lineChart, logBarChart, reliabilityChart, scatterLogX,
 } from "./charts.js";
+import { reconstructionView, resultExtras } from "./results.js";
 
 const POLL_MS = 2000;
 const PAGE_SIZE = 25;
@@ -401,6 +402,8 @@ function jobView(id) {
   const valBox = h("div", { class: "chart-box", id: "chart-val" });
   const valCard = card("Validation top-1 (%) per epoch", valBox);
   const resultBox = h("div", { id: "results" });
+  const reconstruction = reconstructionView();
+  const curvesGrid = h("div", { class: "grid-2 section", id: "training-curves" });
   const logs = h("pre", { class: "logs", id: "logs" });
   const artifactsList = h("ul", { class: "artifact-list" });
   const configBox = h("div");
@@ -408,15 +411,16 @@ function jobView(id) {
   app.replaceChildren(
     h("p", { class: "small" }, h("a", { href: "#/jobs" }, "← All jobs")),
     head, failureBox, progressBox, metaBox, linksBox,
-    h("div", { class: "grid-2 section" },
-      card("Training loss", lossBox),
-      card("Learning rate", lrBox)),
+    curvesGrid,
     valCard,
     resultBox,
+    reconstruction.card,
     h("div", { class: "grid-2 section" },
       card("Log", logs),
       card("Artifacts", artifactsList)),
     h("section", { class: "card" }, configBox));
+
+  curvesGrid.append(card("Training loss", lossBox), card("Learning rate", lrBox));
 
   function renderHead(job) {
     const cancel = h("button", {
@@ -499,7 +503,7 @@ function jobView(id) {
     linksBox.hidden = false;
     const stages = h("div", { class: "stages" });
     linksBox.replaceChildren(h("h2", {}, job.pipeline_id ? `Pipeline ${job.pipeline_id}` : "Lineage"),
-      stages, links.length ? h("p", { class: "small" }, ...links.flatMap((l, i) => (i ? [" · ", l] : [l]))) : null);
+      stages, ...(links.length ? [h("p", { class: "small" }, ...links.flatMap((l, i) => (i ? [" · ", l] : [l])))] : []));
     if (!job.pipeline_id) return;
     try {
       const pipeline = await api.pipeline(job.pipeline_id);
@@ -515,6 +519,9 @@ function jobView(id) {
   }
 
   function renderCurves(job) {
+    // an evaluation trains nothing: no loss, lr or per-epoch cards
+    curvesGrid.hidden = job.kind === "evaluate";
+    if (job.kind === "evaluate") { valCard.hidden = true; return; }
     const items = state.metrics;
     const liveLoss = state.live.filter((p) => Number.isFinite(p.loss)).map((p) => [p.x, p.loss]);
     const liveLr = state.live.filter((p) => Number.isFinite(p.lr)).map((p) => [p.x, p.lr]);
@@ -573,6 +580,7 @@ function jobView(id) {
       vlines: [{ x: FEW_BELOW, label: "few | medium" }, { x: MANY_ABOVE, label: "medium | many" }],
       legend: GROUPS.slice(0, 3).map((g) => ({ name: g, color: GROUP_COLORS[g] })),
     });
+    resultBox.append(...resultExtras(r));
     if (bins) reliabilityChart(calib, bins);
     else {
       barChart(calib, ["ECE", "MCE"], [{ name: "calibration error", color: "#64748b", values: [r.ece, r.mce] }],
@@ -582,6 +590,7 @@ function jobView(id) {
 
   async function refreshArtifacts(job) {
     const data = await api.artifacts(job.id);
+    if (job.kind === "pretrain") reconstruction.update(data.items);
     artifactsList.replaceChildren(...(data.items.length ? data.items.map((a) => h("li", {},
       h("button", {
         class: "btn btn-small", type: "button", data: { artifact: a.name },

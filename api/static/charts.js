@@ -262,13 +262,26 @@ export function scatterLogX(container, points, opts = {}) {
     plot.appendChild(el("line", { x1: x, x2: x, y1: f.y0, y2: f.y1, class: "vline" }));
     if (v.label) plot.appendChild(el("text", { x: x + 4, y: f.y1 + 10, class: "vline-label" }, v.label));
   }
+  // a visible label next to the dot under the pointer (the <title> tooltip comes late, if at all)
+  const hoverLabel = el("text", { class: "point-label", visibility: "hidden" });
   for (const p of pts) {
+    const text = `${p.label}: ${formatNumber(p.y)}% with ${p.x} training images`;
     const dot = el("circle", {
       cx: sx(p.x), cy: sy(p.y), r: pts.length > 200 ? 2.5 : 4.5, fill: p.color || PALETTE[0],
       class: "scatter-dot",
     });
-    plot.appendChild(title(dot, `${p.label}: ${formatNumber(p.y)}% with ${p.x} training images`));
+    dot.addEventListener("mouseenter", () => {
+      const right = sx(p.x) > (f.x0 + f.x1) / 2;
+      hoverLabel.textContent = text;
+      hoverLabel.setAttribute("x", String(sx(p.x) + (right ? -8 : 8)));
+      hoverLabel.setAttribute("y", String(Math.max(f.y1 + 12, sy(p.y) - 8)));
+      hoverLabel.setAttribute("text-anchor", right ? "end" : "start");
+      hoverLabel.setAttribute("visibility", "visible");
+    });
+    dot.addEventListener("mouseleave", () => hoverLabel.setAttribute("visibility", "hidden"));
+    plot.appendChild(title(dot, text));
   }
+  plot.appendChild(hoverLabel);
   f.svg.appendChild(plot);
   if (opts.legend) legend(f, opts.legend);
   return f.svg;
@@ -344,5 +357,43 @@ export function logBarChart(container, bars, opts = {}) {
   });
   f.svg.appendChild(plot);
   if (opts.legend) legend(f, opts.legend);
+  return f.svg;
+}
+
+/**
+ * Confusion-matrix heatmap. matrix: C x C counts (rows = true class, columns = prediction);
+ * order: the class ids to show, in order (e.g. by training images, most first); names: labels.
+ * Each cell's colour is its share of the row (the true class's test images).
+ */
+export function heatmap(container, matrix, order, names, opts = {}) {
+  const n = order.length;
+  const left = opts.left || 110;
+  const cell = Math.max(4, Math.min(28, Math.floor(((container.clientWidth || 560) - left - 20) / Math.max(n, 1))));
+  const height = MARGIN.top + n * cell + 36;
+  const f = frame(container, height, "heatmap-chart", left);
+  if (!n) { emptyState(f, "no confusion matrix"); return f.svg; }
+  const plot = el("g", { class: "plot" });
+  const top = MARGIN.top;
+  order.forEach((row, i) => {
+    const counts = matrix[row] || [];
+    const total = counts.reduce((a, b) => a + b, 0);
+    if (cell >= 10) {
+      plot.appendChild(el("text", { x: left - 6, y: top + i * cell + cell / 2 + 4, "text-anchor": "end", class: "tick-label" }, names[row]));
+    }
+    order.forEach((col, j) => {
+      const count = counts[col] || 0;
+      const share = total ? count / total : 0;
+      const rect = el("rect", {
+        x: left + j * cell, y: top + i * cell, width: cell, height: cell,
+        fill: row === col ? `rgba(37, 99, 235, ${0.08 + 0.92 * share})` : `rgba(220, 38, 38, ${share ? 0.08 + 0.92 * share : 0})`,
+        class: "cell", "data-row": row, "data-col": col, "data-count": count,
+      });
+      plot.appendChild(title(rect, `true ${names[row]} → predicted ${names[col]}: ${count} (${(100 * share).toFixed(1)}% of ${total})`));
+    });
+  });
+  plot.appendChild(el("rect", { x: left, y: top, width: n * cell, height: n * cell, class: "heatmap-frame" }));
+  plot.appendChild(el("text", { x: left + (n * cell) / 2, y: top + n * cell + 22, "text-anchor": "middle", class: "axis-label" }, opts.xLabel || "predicted class"));
+  plot.appendChild(el("text", { x: 12, y: top - 10, class: "axis-label" }, opts.yLabel || "true class"));
+  f.svg.appendChild(plot);
   return f.svg;
 }

@@ -156,3 +156,17 @@ def test_adding_the_commands_imports_nothing_heavy():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@SQLITE_ONLY
+def test_token_list_json_and_quiet(settings, user, make_user, capsys):
+    import json
+
+    bob = make_user("bob", admin=True)
+    assert main(["token", "list", "--output", "json"]) == 0
+    items = {t["user"]: t for t in json.loads(capsys.readouterr().out)}
+    assert items["alice"]["prefix"] == user.token[:12] and items["alice"]["admin"] is False
+    assert items["bob"]["admin"] is True and items["bob"]["status"] == "active"
+    assert bob.token not in json.dumps(items)
+    assert main(["token", "list", "-q", "--user", "bob"]) == 0
+    assert capsys.readouterr().out == f"{items['bob']['id']}\n"

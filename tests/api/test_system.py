@@ -129,10 +129,12 @@ def test_metrics_count_jobs_by_status_and_ready_queue_depth(client, admin, make_
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
     samples = _samples(response.text)
-    assert samples[("livt_jobs", (("status", "queued"),))] == 2
-    assert samples[("livt_jobs", (("status", "running"),))] == 1
-    assert samples[("livt_jobs", (("status", "failed"),))] == 1
-    assert samples[("livt_jobs", (("status", "succeeded"),))] == 0
+    pretrain = ("kind", "pretrain")
+    assert samples[("livt_jobs", (pretrain, ("status", "queued")))] == 2
+    assert samples[("livt_jobs", (pretrain, ("status", "running")))] == 1
+    assert samples[("livt_jobs", (pretrain, ("status", "failed")))] == 1
+    assert samples[("livt_jobs", (pretrain, ("status", "succeeded")))] == 0
+    assert samples[("livt_jobs", (("kind", "finetune"), ("status", "queued")))] == 0
     assert samples[("livt_queue_depth", (("queue", "default"),))] == 1
     assert samples[("livt_workers_live", ())] == 0
 
@@ -176,7 +178,8 @@ def test_metrics_token_reads_metrics_and_nothing_else(metrics_client, make_job):
     headers = {"Authorization": f"Bearer {METRICS_TOKEN}"}
     response = metrics_client.get("/metrics", headers=headers)
     assert response.status_code == 200
-    assert _samples(response.text)[("livt_jobs", (("status", "running"),))] == 1
+    running = (("kind", "pretrain"), ("status", "running"))
+    assert _samples(response.text)[("livt_jobs", running)] == 1
     assert metrics_client.get("/jobs", headers=headers).status_code == 401
     wrong = {"Authorization": f"Bearer {METRICS_TOKEN[:-1]}x"}
     assert metrics_client.get("/metrics", headers=wrong).status_code == 401

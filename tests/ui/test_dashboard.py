@@ -94,7 +94,7 @@ def test_job_page_draws_live_curves_and_results(
     expect(page.locator("#chart-lr path.series-line").first).to_be_attached()
     expect(page.locator("#chart-groups rect.bar")).to_have_count(4)
     expect(page.locator("#chart-per-class circle.scatter-dot")).to_have_count(10)
-    expect(page.locator("#chart-calibration rect.bar")).to_have_count(2)
+    expect(page.locator("#chart-calibration svg.reliability-chart")).to_be_attached()  # 15 bins
     expect(page.locator("#logs")).to_contain_text("epoch")
     page.click("#config summary")
     expect(page.locator("#config pre")).to_contain_text(f'"epochs": {WATCHED["epochs"]}')

@@ -1,0 +1,370 @@
+"""Webhooks: a signed JSON POST to a URL when a job reaches a terminal state.
+
+A webhook belongs to a user and covers every job of theirs (``job_id`` NULL) or one job. The
+deliveries are derived from the database, not from the code paths that end a job: the
+dispatcher (a thread of each API process) repeatedly
+
+1. *plans*: for every terminal job attempt a webhook covers and that has no delivery yet, it
+   inserts one ``webhook_deliveries`` row (unique per webhook, job and attempt, so API replicas
+   and restarts never send twice) holding the payload;
+2. *sends* the deliveries that are due: claims each by moving its ``next_attempt_at`` past a
+   lease, POSTs it, and records the answer. A 2xx answer makes it ``delivered``; anything else
+   (refused connection, timeout, 5xx, 4xx) schedules a retry after ``webhook_backoff_seconds *
+   2**(attempts-1)`` (capped at an hour) until ``webhook_max_attempts``, then ``failed``.
+
+A crash between the two steps, or while sending, loses nothing: the job's state is still there
+to plan from, and an unanswered claim expires. Receivers may see a delivery twice (a crash after
+the POST but before the answer was stored) and should use ``X-Livt-Delivery`` to drop repeats.
+
+Each POST carries ``X-Livt-Event`` (``job.succeeded`` / ``job.failed`` / ``job.cancelled``),
+``X-Livt-Delivery`` (the delivery id), ``X-Livt-Timestamp`` (Unix seconds) and
+``X-Livt-Signature: sha256=<hex>``, the HMAC-SHA256 with the webhook's secret of
+``"<timestamp>." + body``; :func:`signature` computes it, so a receiver can check it and reject
+old timestamps.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from api.errors import InvalidInputError, NotFoundError
+from livt_service.models import (
+    TERMINAL_STATUSES,
+    Job,
+    User,
+    Webhook,
+    WebhookDelivery,
+    new_id,
+    utcnow,
+)
+
+logger = logging.getLogger(__name__)
+
+#: The longest wait between two attempts of a delivery.
+MAX_BACKOFF_SECONDS = 3600.0
+#: Deliveries planned / sent per dispatcher round.
+BATCH = 50
+
+
+# --------------------------------------------------------------------------- signing, payload
+
+
+def signature(secret: str, timestamp: str, body: bytes) -> str:
+    """``sha256=<hex>``: HMAC-SHA256 of ``"<timestamp>." + body`` with the webhook's secret."""
+    digest = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
+    return "sha256=" + digest.hexdigest()
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def result_summary(job: Job) -> dict[str, Any] | None:
+    """The headline figures of a job's result (the full report is ``GET /jobs/{id}``)."""
+    result = job.result or None
+    if not result:
+        return None
+    keys = (
+        ("final_loss", "min_loss", "epochs")
+        if job.kind == "pretrain"
+        else (
+            "overall",
+            "many",
+            "medium",
+            "few",
+            "top5",
+            "ece",
+            "split",
+        )
+    )
+    return {k: result.get(k) for k in keys if k in result}
+
+
+def payload(job: Job) -> dict[str, Any]:
+    failure = (
+        {"reason": job.failure_reason, "message": job.failure_message}
+        if job.failure_reason
+        else None
+    )
+    return {
+        "event": f"job.{job.status}",
+        "job": {
+            "id": job.id,
+            "kind": job.kind,
+            "name": job.name,
+            "status": job.status,
+            "attempt": job.attempt,
+            "preset": job.preset,
+            "dataset": job.dataset,
+            "model": job.model,
+            "loss": job.loss,
+            "pipeline_id": job.pipeline_id,
+            "created_at": _iso(job.created_at),
+            "started_at": _iso(job.started_at),
+            "finished_at": _iso(job.finished_at),
+            "url": f"/jobs/{job.id}",
+        },
+        "result": result_summary(job),
+        "failure": failure,
+    }
+
+
+# --------------------------------------------------------------------------- owner's API
+
+
+def check_url(url: str) -> str:
+    try:
+        parts = urlsplit(url)
+        ok = parts.scheme in ("http", "https") and bool(parts.hostname)
+        _ = parts.port  # raises on a port that is not a number in range
+    except ValueError:  # e.g. an unclosed [IPv6 bracket
+        ok = False
+    if not ok or any(c.isspace() or ord(c) < 32 for c in url):
+        raise InvalidInputError.single(
+            ("body", "url"), "must be an absolute http:// or https:// URL, e.g. https://ci/hook"
+        )
+    return url
+
+
+def create_webhook(session: Session, user: User, url: str, job_id: str | None) -> Webhook:
+    check_url(url)
+    if job_id is not None:
+        job = session.get(Job, job_id)
+        if job is None or (job.owner_id != user.id and not user.is_admin):
+            raise InvalidInputError.single(
+                ("body", "job_id"), f"no job {job_id} of yours: name one of `livt jobs -q`"
+            )
+    hook = Webhook(
+        id=new_id("wh"), owner_id=user.id, job_id=job_id, url=url, secret=secrets.token_hex(32)
+    )
+    session.add(hook)
+    session.commit()
+    return hook
+
+
+def list_webhooks(session: Session, user: User) -> list[Webhook]:
+    return list(
+        session.scalars(select(Webhook).where(Webhook.owner_id == user.id).order_by(Webhook.id))
+    )
+
+
+def get_webhook(session: Session, user: User, webhook_id: str) -> Webhook:
+    hook = session.get(Webhook, webhook_id)
+    if hook is None or hook.owner_id != user.id:
+        raise NotFoundError(f"no webhook {webhook_id}")
+    return hook
+
+
+def delete_webhook(session: Session, user: User, webhook_id: str) -> None:
+    hook = get_webhook(session, user, webhook_id)
+    session.execute(delete(WebhookDelivery).where(WebhookDelivery.webhook_id == hook.id))
+    session.delete(hook)
+    session.commit()
+
+
+def deliveries(session: Session, user: User, webhook_id: str, limit: int) -> list[WebhookDelivery]:
+    hook = get_webhook(session, user, webhook_id)
+    return list(
+        session.scalars(
+            select(WebhookDelivery)
+            .where(WebhookDelivery.webhook_id == hook.id)
+            .order_by(WebhookDelivery.id.desc())
+            .limit(limit)
+        )
+    )
+
+
+# --------------------------------------------------------------------------- dispatcher
+
+
+def plan(session: Session) -> int:
+    """Inserts a delivery for each terminal job attempt a webhook covers; returns how many."""
+    covers = or_(
+        Webhook.job_id == Job.id, and_(Webhook.job_id.is_(None), Webhook.owner_id == Job.owner_id)
+    )
+    done = and_(
+        WebhookDelivery.webhook_id == Webhook.id,
+        WebhookDelivery.job_id == Job.id,
+        WebhookDelivery.job_attempt == Job.attempt,
+    )
+    rows = session.execute(
+        select(Webhook.id, Job)
+        .join(Job, covers)
+        .outerjoin(WebhookDelivery, done)
+        .where(
+            Job.status.in_(TERMINAL_STATUSES),
+            Job.finished_at.is_not(None),
+            Job.finished_at >= Webhook.created_at,
+            WebhookDelivery.id.is_(None),
+        )
+        .limit(BATCH)
+    ).all()
+    planned = 0
+    for webhook_id, job in rows:
+        delivery = WebhookDelivery(
+            webhook_id=webhook_id,
+            job_id=job.id,
+            job_attempt=job.attempt,
+            event=f"job.{job.status}",
+            payload=payload(job),
+        )
+        try:
+            with session.begin_nested():
+                session.add(delivery)
+            planned += 1
+        except IntegrityError:  # another API process planned it first
+            pass
+    session.commit()
+    return planned
+
+
+def backoff(attempts: int, base: float) -> float:
+    return min(MAX_BACKOFF_SECONDS, base * 2 ** max(0, attempts - 1))
+
+
+class Dispatcher:
+    """Plans and sends deliveries every ``poll_seconds`` in a daemon thread."""
+
+    def __init__(
+        self,
+        session_factory: Callable[[], Session],
+        *,
+        poll_seconds: float,
+        max_attempts: int,
+        backoff_seconds: float,
+        timeout_seconds: float,
+    ) -> None:
+        self.session_factory = session_factory
+        self.poll_seconds = poll_seconds
+        self.max_attempts = max_attempts
+        self.backoff_seconds = backoff_seconds
+        self.timeout_seconds = timeout_seconds
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._http = httpx.Client(
+            timeout=timeout_seconds, headers={"User-Agent": "livt-webhooks/1"}
+        )
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="livt-webhooks", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=self.timeout_seconds + 5)
+        self._http.close()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.run_once()
+            except SQLAlchemyError as exc:  # database away: try again next round
+                logger.warning("webhook dispatcher: %s", exc)
+            except Exception:
+                logger.exception("webhook dispatcher round failed")
+            self._stop.wait(self.poll_seconds)
+
+    def run_once(self) -> int:
+        """One round: plan, then send what is due. Returns the number of POSTs made."""
+        with self.session_factory() as session:
+            plan(session)
+        sent = 0
+        for delivery_id in self._due():
+            if self._stop.is_set():
+                break
+            sent += self._send(delivery_id)
+        return sent
+
+    def _due(self) -> list[int]:
+        with self.session_factory() as session:
+            return list(
+                session.scalars(
+                    select(WebhookDelivery.id)
+                    .where(
+                        WebhookDelivery.status == "pending",
+                        WebhookDelivery.next_attempt_at <= utcnow(),
+                    )
+                    .order_by(WebhookDelivery.next_attempt_at)
+                    .limit(BATCH)
+                )
+            )
+
+    def _send(self, delivery_id: int) -> int:
+        lease = timedelta(seconds=self.timeout_seconds + 30)
+        with self.session_factory() as session:
+            row = session.execute(
+                select(WebhookDelivery, Webhook)
+                .join(Webhook, Webhook.id == WebhookDelivery.webhook_id)
+                .where(WebhookDelivery.id == delivery_id)
+            ).one_or_none()
+            if row is None:
+                return 0
+            delivery, hook = row
+            claimed = session.execute(
+                update(WebhookDelivery)
+                .where(
+                    WebhookDelivery.id == delivery_id,
+                    WebhookDelivery.status == "pending",
+                    WebhookDelivery.next_attempt_at == delivery.next_attempt_at,
+                )
+                .values(next_attempt_at=utcnow() + lease)
+            ).rowcount
+            session.commit()
+            if not claimed:  # another process took it
+                return 0
+            url, secret, body_obj = hook.url, hook.secret, delivery.payload
+            event, attempts = delivery.event, delivery.attempts
+        body = json.dumps(
+            {**body_obj, "delivery": delivery_id}, sort_keys=True, separators=(",", ":")
+        ).encode()
+        timestamp = str(int(time.time()))
+        headers = {
+            "Content-Type": "application/json",
+            "X-Livt-Event": event,
+            "X-Livt-Delivery": str(delivery_id),
+            "X-Livt-Timestamp": timestamp,
+            "X-Livt-Signature": signature(secret, timestamp, body),
+        }
+        code: int | None = None
+        error: str | None = None
+        try:
+            response = self._http.post(url, content=body, headers=headers)
+            code = response.status_code
+            if not response.is_success:
+                error = f"HTTP {code}: {response.text[:200]}"
+        except httpx.HTTPError as exc:
+            error = f"{type(exc).__name__}: {exc}"[:500]
+        attempts += 1
+        now = utcnow()
+        values: dict[str, Any] = {"attempts": attempts, "last_status_code": code}
+        if error is None:
+            values.update(status="delivered", delivered_at=now, last_error=None)
+        elif attempts >= self.max_attempts:
+            values.update(status="failed", last_error=error)
+        else:
+            wait = backoff(attempts, self.backoff_seconds)
+            values.update(last_error=error, next_attempt_at=now + timedelta(seconds=wait))
+        with self.session_factory() as session:
+            session.execute(
+                update(WebhookDelivery).where(WebhookDelivery.id == delivery_id).values(**values)
+            )
+            session.commit()
+        if error is not None:
+            logger.info("webhook delivery %d attempt %d: %s", delivery_id, attempts, error)
+        return 1
