@@ -9,6 +9,7 @@ that this module stays a thin dispatcher and ``livt train`` never imports the se
 - ``worker.commands``: ``worker``
 - ``livt.client_cli``: ``submit``, ``jobs``, ``show``, ``logs``, ``cancel``, ``retry``, ``wait``,
   ``results``
+- ``livt.sweeps_cli``: ``sweep``
 
 A handler is stored as ``func`` on its parser and returns the process exit status. ``main`` imports
 only the module of the command it runs (``COMMANDS``), so a client command does not pay for
@@ -29,6 +30,7 @@ COMMAND_MODULES = (
     "livt.serve",
     "worker.commands",
     "livt.client_cli",
+    "livt.sweeps_cli",
 )
 #: The module that registers each top-level command.
 COMMANDS = {
@@ -39,6 +41,7 @@ COMMANDS = {
     **dict.fromkeys(
         ("submit", "jobs", "show", "logs", "cancel", "retry", "wait", "results"), "livt.client_cli"
     ),
+    "sweep": "livt.sweeps_cli",
 }
 
 

@@ -342,6 +342,39 @@ class Pipeline:
 
 
 @dataclass(frozen=True)
+class Sweep:
+    """A grid × seeds of jobs (``POST /sweeps``). ``table`` has one row per grid point:
+    ``{"params", "n", "status", "cells", "overall": {"mean", "std", "n"}, "many", "medium",
+    "few", "top5", "ece"}``; ``status`` is ``running`` until every job is finished."""
+
+    id: str
+    name: str | None
+    status: str
+    grid: dict[str, list[Any]]
+    seeds: list[int]
+    jobs: list[Job]
+    table: list[dict[str, Any]]
+    created_at: datetime | None = None
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Sweep:
+        return cls(
+            id=data["id"],
+            name=data.get("name"),
+            status=data["status"],
+            grid=dict(data.get("grid") or {}),
+            seeds=list(data.get("seeds") or []),
+            jobs=[Job.from_json(j) for j in data.get("jobs", [])],
+            table=list(data.get("table") or []),
+            created_at=_time(data.get("created_at")),
+        )
+
+    @property
+    def finished(self) -> bool:
+        return self.status != "running"
+
+
+@dataclass(frozen=True)
 class Token:
     """An API token as the service shows it: never its value; ``prefix`` tells it apart."""
 
@@ -599,6 +632,68 @@ class LivtClient:
         """Revokes a token of yours (any token for an admin) named by its id or its prefix;
         requests with it are refused (401) from then on."""
         return Token.from_json(self._request("POST", f"/tokens/{token}/revoke"))
+
+    # sweeps --------------------------------------------------------------------------------
+
+    def submit_sweep(
+        self,
+        base: Mapping[str, Any],
+        grid: Mapping[str, Sequence[Any]] | None = None,
+        seeds: Sequence[int] | None = None,
+        name: str | None = None,
+    ) -> Sweep:
+        """One job per grid point × seed, each ``base`` (a job spec or ``{"stages": [...]}``)
+        with the grid's fields and the seed set. Every child is checked before any is created:
+        a bad value raises :class:`LivtApiError` (422) naming ``grid.<field>.<index>``."""
+        body: dict[str, Any] = {"base": dict(base)}
+        if grid is not None:
+            body["grid"] = {k: list(v) for k, v in grid.items()}
+        if seeds is not None:
+            body["seeds"] = list(seeds)
+        if name is not None:
+            body["name"] = name
+        return Sweep.from_json(self._request("POST", "/sweeps", json=body))
+
+    def sweep(self, sweep_id: str) -> Sweep:
+        return Sweep.from_json(self._request("GET", f"/sweeps/{sweep_id}"))
+
+    def sweeps(self, *, limit: int = 50) -> list[dict[str, Any]]:
+        """Your sweeps, newest first: ``{"id", "name", "status", "grid", "seeds", "num_jobs"}``."""
+        return list(self._request("GET", "/sweeps", params={"limit": limit}).get("items", []))
+
+    def cancel_sweep(self, sweep_id: str) -> Sweep:
+        """Cancels every unfinished job of the sweep."""
+        return Sweep.from_json(self._request("POST", f"/sweeps/{sweep_id}/cancel"))
+
+    def sweep_table(self, sweep_id: str, format: str = "md") -> str:
+        """The sweep's table as Markdown (``md``), ``csv`` or ``latex``."""
+        try:
+            response = self._http.get(f"/sweeps/{sweep_id}/table", params={"format": format})
+        except httpx.TransportError as exc:
+            raise LivtConnectionError(self.url, exc) from exc
+        _raise_for_status(response)
+        return response.text
+
+    def wait_sweep(
+        self,
+        sweep_id: str,
+        *,
+        poll: float = 2.0,
+        timeout: float | None = None,
+        callback: Callable[[Sweep], None] | None = None,
+    ) -> Sweep:
+        """Polls until every job of the sweep is finished; raises TimeoutError after
+        ``timeout`` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            sweep = self.sweep(sweep_id)
+            if callback is not None:
+                callback(sweep)
+            if sweep.finished:
+                return sweep
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"sweep {sweep_id} still {sweep.status} after {timeout:g} s")
+            time.sleep(poll)
 
 
 def _raise_for_status(response: httpx.Response) -> None:

@@ -98,6 +98,12 @@ def _set_path(spec: dict[str, Any], key: str, value: Any) -> None:
     node[parts[-1]] = copy.deepcopy(value)
 
 
+def _raw_stages(base: dict[str, Any]) -> list[dict[str, Any]]:
+    """The stage objects of a pipeline base as sent (before validation)."""
+    stages = base.get("stages")
+    return [s for s in stages if isinstance(s, dict)] if isinstance(stages, list) else []
+
+
 def _check_request(body: SweepCreate, settings: Settings, stages: int) -> list[FieldError]:
     """The checks of the request itself: grid keys and values, seeds, the size bound."""
     errors: list[FieldError] = []
@@ -143,7 +149,7 @@ def _check_request(body: SweepCreate, settings: Settings, stages: int) -> list[F
                 FieldError(("body", "seeds", index), "is listed twice; give each seed once", "dup")
             )
         seen_seeds.add(seed)
-    if "seed" in body.base or any("seed" in s for s in body.base.get("stages", []) or []):
+    if "seed" in body.base or any("seed" in s for s in _raw_stages(body.base)):
         errors.append(
             FieldError(
                 ("body", "base", "seed"),
@@ -353,7 +359,7 @@ def create_sweep(
     """Validates every child, then creates the sweep and all its jobs in one transaction and
     enqueues those that start now (the others wait for the job they start from)."""
     if "idempotency_key" in body.base or any(
-        "idempotency_key" in s for s in body.base.get("stages", []) or [] if isinstance(s, dict)
+        "idempotency_key" in s for s in _raw_stages(body.base)
     ):
         raise InvalidInputError.single(
             ("body", "base", "idempotency_key"),
