@@ -1,5 +1,6 @@
 // The LiVT jobs dashboard: sign-in, job list, job page, submit form and compare view.
-// Plain ES modules, no build step; hash routes: #/jobs, #/jobs/<id>, #/submit, #/compare?ids=a,b
+// Plain ES modules, no build step; hash routes: #/jobs, #/jobs/<id>, #/submit, #/compare?ids=a,b,
+// #/sweeps, #/sweeps/<id> (sweeps.js)
 
 import {
   api, ApiError, adoptTokenFromUrl, checkToken, downloadArtifact, getToken, handleUnauthorized, setToken,
@@ -7,6 +8,7 @@ import {
 import {
   GROUP_COLORS, PALETTE, barChart, formatNumber, lineChart, reliabilityChart, scatterLogX,
 } from "./charts.js";
+import { sweepPages } from "./sweeps.js";
 
 const POLL_MS = 2000;
 const PAGE_SIZE = 25;
@@ -176,6 +178,7 @@ function setLive(on) {
 
 const app = document.getElementById("app");
 let currentView = null;
+const sweeps = sweepPages({ h, card, badge, toast, Poller, setLive, jobHref, app });
 
 function route() {
   if (currentView) currentView.dispose();
@@ -192,6 +195,7 @@ function route() {
   if (section === "jobs" && parts[1]) currentView = jobView(decodeURIComponent(parts[1]));
   else if (section === "submit") currentView = submitView(params);
   else if (section === "compare") currentView = compareView(params);
+  else if (section === "sweeps") currentView = parts[1] ? sweeps.detailView(decodeURIComponent(parts[1])) : sweeps.listView();
   else { section = "jobs"; currentView = jobsView(); }
   for (const a of document.querySelectorAll("#nav a")) {
     a.classList.toggle("active", a.dataset.nav === section);
@@ -570,6 +574,7 @@ function jobView(id) {
       vlines: [{ x: FEW_BELOW, label: "few | medium" }, { x: MANY_ABOVE, label: "medium | many" }],
       legend: GROUPS.slice(0, 3).map((g) => ({ name: g, color: GROUP_COLORS[g] })),
     });
+    sweeps.appendPosthoc(resultBox, r);
     if (bins) reliabilityChart(calib, bins);
     else {
       barChart(calib, ["ECE", "MCE"], [{ name: "calibration error", color: "#64748b", values: [r.ece, r.mce] }],
