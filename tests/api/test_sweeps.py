@@ -204,3 +204,34 @@ def test_other_users_sweep_is_404(client, user, pretrain, make_user):
     assert client.get(f"/sweeps/{sweep['id']}", headers=bob.headers).status_code == 404
     assert client.post(f"/sweeps/{sweep['id']}/cancel", headers=bob.headers).status_code == 404
     assert client.get("/sweeps/s_nope", headers=user.headers).status_code == 404
+
+
+def test_pipeline_base_errors_name_the_grid_value_and_the_stage(client, user, enqueued):
+    stages = [
+        {"kind": "pretrain", "preset": "fashion-mnist-lt", **TINY},
+        {"kind": "finetune", "preset": "fashion-mnist-lt", **TINY},
+    ]
+    bad_value = _post(client, user, {"base": {"stages": stages}, "grid": {"loss": ["ce", "nope"]}})
+    assert bad_value.status_code == 422
+    assert [e["loc"] for e in bad_value.json()["detail"]] == [["body", "grid", "loss", 1]]
+    bad_stage = {"stages": [stages[0], {**stages[1], "epochs": 0}]}
+    response = _post(client, user, {"base": bad_stage, "grid": {"loss": ["ce"]}})
+    assert response.json()["detail"][0]["loc"] == ["body", "base", "stages", 1, "epochs"]
+    one_stage = _post(client, user, {"base": {"stages": stages[:1]}})
+    assert one_stage.json()["detail"][0]["loc"] == ["body", "base", "stages"]
+    assert enqueued == []
+
+
+def test_dotted_grid_field_sets_the_nested_run_field(client, user, pretrain):
+    body = {"base": _finetune_base(pretrain.id), "grid": {"data.imbalance_factor": [10, 50]}}
+    sweep = _post(client, user, body).json()
+    factors = sorted(
+        client.get(f"/jobs/{j['id']}", headers=user.headers).json()["config"]["data"][
+            "imbalance_factor"
+        ]
+        for j in sweep["jobs"]
+    )
+    assert factors == [10.0, 50.0]
+    bad = _post(client, user, {**body, "grid": {"data.imbalance_factor": [10, 0.5]}})
+    assert bad.status_code == 422
+    assert bad.json()["detail"][0]["loc"] == ["body", "grid", "data.imbalance_factor", 1]
