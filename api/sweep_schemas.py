@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from api.schemas import JobSummary
 from livt_core.paths import SafeStr
@@ -16,6 +16,45 @@ TABLE_METRICS: tuple[str, ...] = ("overall", "many", "medium", "few", "top5", "e
 #: Most values of one grid field, and most seeds.
 MAX_GRID_VALUES = 50
 MAX_SEEDS = 20
+
+
+ObjectiveMetric = Literal["val_overall", "val_many", "val_medium", "val_few"]
+
+
+class SearchParam(BaseModel):
+    """A continuous run field to search: ``low ≤ value ≤ high``, sampled on a log scale with
+    ``log``."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    low: float
+    high: float
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _range(self) -> SearchParam:
+        if not self.low < self.high:
+            raise ValueError("low must be below high; e.g. {'low': 1e-4, 'high': 1e-2}")
+        if self.log and self.low <= 0:
+            raise ValueError("a log-scale range needs low > 0; raise low or set log: false")
+        return self
+
+
+class SearchSpec(BaseModel):
+    """Adaptive search (Optuna's TPE, ask-and-tell, its study stored in the service's
+    database): ``trials`` finetune jobs, at most ``parallel`` at a time, each next one asked
+    once earlier ones told their objective (the validation metrics of their best epoch)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    space: dict[SafeStr, SearchParam] = Field(min_length=1, max_length=8)
+    objective: ObjectiveMetric | dict[ObjectiveMetric, float] = Field(
+        "val_overall",
+        description="a validation metric to maximise, or weights of several "
+        "(e.g. {'val_few': 0.5, 'val_overall': 0.5})",
+    )
+    trials: int = Field(8, ge=1, le=1000)
+    parallel: int = Field(2, ge=1, le=64)
 
 
 class SweepCreate(BaseModel):
@@ -70,6 +109,9 @@ class SweepCreate(BaseModel):
         max_length=MAX_SEEDS,
         description="each grid point runs once per seed (the run's seed field)",
     )
+    search: SearchSpec | None = Field(
+        None, description="adaptive search over continuous fields instead of a grid"
+    )
 
 
 class MeanStd(BaseModel):
@@ -89,9 +131,11 @@ class SweepCell(BaseModel):
 
 
 class SweepRow(BaseModel):
-    """One grid point: ``n`` seeds finished with a result, and the metrics over them."""
+    """One grid point: ``n`` seeds finished with a result, and the metrics over them
+    (``objective``: an adaptive trial's value, told to the search)."""
 
     params: dict[str, Any]
+    objective: float | None = None
     n: int
     status: dict[str, int] = Field(description="how many of its seeds' jobs are in each status")
     cells: list[SweepCell]
@@ -112,6 +156,10 @@ class SweepPublic(BaseModel):
     seeds: list[int]
     jobs: list[JobSummary]
     table: list[SweepRow]
+    search: dict[str, Any] | None = None
+    best: dict[str, Any] | None = Field(
+        None, description="an adaptive sweep's best trial so far: {'params', 'objective', 'job'}"
+    )
 
 
 class SweepSummary(BaseModel):

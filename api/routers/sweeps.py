@@ -10,6 +10,7 @@ from fastapi.responses import PlainTextResponse
 from api.deps import CurrentUser, EnqueueDep, SessionDep, SettingsDep
 from api.request_limits import BODY_TOO_LARGE
 from api.schemas import ID_PATTERN, JobSummary
+from api.services import sweep_search
 from api.services import sweeps as service
 from api.sweep_schemas import SweepCreate, SweepList, SweepPublic, SweepSummary
 from livt_service.models import Sweep
@@ -32,6 +33,8 @@ def _public(sweep: Sweep) -> SweepPublic:
         seeds=sweep.spec.get("seeds") or [],
         jobs=[JobSummary.from_job(j) for j in sweep.jobs],
         table=service.sweep_table(sweep),  # type: ignore[arg-type]
+        search=sweep.spec.get("search"),
+        best=sweep_search.best_trial(sweep) if sweep.spec.get("search") else None,
     )
 
 
@@ -90,10 +93,19 @@ def list_sweeps(
 
 
 @router.get("/{sweep_id}", response_model=SweepPublic, responses=_NOT_FOUND)
-def get_sweep(*, sweep_id: SweepId, session: SessionDep, user: CurrentUser) -> SweepPublic:
+def get_sweep(
+    *,
+    sweep_id: SweepId,
+    session: SessionDep,
+    settings: SettingsDep,
+    user: CurrentUser,
+    enqueue: EnqueueDep,
+) -> SweepPublic:
     """The sweep's status, its jobs and the table: one row per grid point with ``n`` (seeds
-    finished with a result) and mean / std of overall, many, medium, few, top5 and ece."""
-    return _public(service.get_sweep(session, user, sweep_id))
+    finished with a result) and mean / std of overall, many, medium, few, top5 and ece. Reading
+    an adaptive sweep tells its search the finished trials and asks the next ones."""
+    sweep = service.get_sweep(session, user, sweep_id)
+    return _public(service.refresh(session, settings, user, sweep, enqueue))
 
 
 @router.get(

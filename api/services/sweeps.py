@@ -36,6 +36,7 @@ from api.errors import (
     _request_loc,
 )
 from api.schemas import JobCreate, PipelineCreate
+from api.services import sweep_search
 from api.services.jobs import Enqueue, _send, build_job
 from api.sweep_schemas import MAX_GRID_VALUES, TABLE_METRICS, SweepCreate
 from livt_core.contract import TERMINAL_STATUSES
@@ -366,6 +367,8 @@ def create_sweep(
             "sweep children have no idempotency_key (each would need its own); remove it",
             "extra_forbidden",
         )
+    if body.search is not None:
+        return _create_search(session, settings, user, body, enqueue)
     jobs, cells = _children(session, settings, user, body)
     sweep = Sweep(
         id=new_id("s"),
@@ -392,6 +395,77 @@ def create_sweep(
     if unavailable is not None:
         raise unavailable
     return sweep
+
+
+def _create_search(
+    session: Session, settings: Settings, user: User, body: SweepCreate, enqueue: Enqueue
+) -> Sweep:
+    """An adaptive sweep (``body.search``): see :mod:`api.services.sweep_search`."""
+    assert body.search is not None
+    try:
+        _JOB_SPEC.validate_python(body.base)
+    except ValidationError as exc:
+        raise InvalidInputError(_schema_errors(exc, ("body", "base"))) from None
+    errors = sweep_search.check_search(body, FIXED_KEYS)
+    if "seed" in body.base:
+        errors.append(
+            FieldError(
+                ("body", "base", "seed"),
+                "is set by the sweep; remove it and give the seed in seeds",
+                "extra_forbidden",
+            )
+        )
+    if body.search.trials > settings.max_sweep_jobs:
+        errors.append(
+            FieldError(
+                ("body", "search", "trials"),
+                f"is {body.search.trials}, above this site's limit of {settings.max_sweep_jobs} "
+                "jobs per sweep (LIVT_MAX_SWEEP_JOBS); ask for fewer trials",
+                "sweep_too_large",
+            )
+        )
+    if errors:
+        raise InvalidInputError(errors)
+    sweep = Sweep(
+        id=new_id("s"),
+        owner_id=user.id,
+        name=body.name,
+        spec=body.model_dump(mode="json"),
+        cells=[],
+        cancel_requested=False,
+    )
+    build = _trial_builder(session, settings, user, body.base, body.name)
+    return sweep_search.create_search(session, settings, user, body, sweep, build, enqueue)
+
+
+def _trial_builder(
+    session: Session, settings: Settings, user: User, base: dict[str, Any], name: str | None
+) -> Any:
+    """``build(params, seed, index)`` → ``(job or None, errors)`` for an adaptive trial."""
+
+    def build(params: dict[str, Any], seed: int, index: int) -> tuple[Job | None, list[Any]]:
+        raw = copy.deepcopy(base)
+        for key, value in params.items():
+            _set_path(raw, key, value)
+        raw["seed"] = seed
+        label = ", ".join(f"{k}={v:.4g}" for k, v in params.items())
+        raw["name"] = f"{name or 'search'} trial {index} [{label}] ({raw.get('kind', 'job')})"[:200]
+        found = _Collector()
+        point = _Point(params=params, index={})
+        job = _build(session, settings, user, raw, ("body", "base"), point, 0, found)
+        return job, found.errors
+
+    return build
+
+
+def refresh(
+    session: Session, settings: Settings, user: User, sweep: Sweep, enqueue: Enqueue
+) -> Sweep:
+    """An adaptive sweep tells its finished trials and asks the next ones; others as they are."""
+    if not (sweep.spec or {}).get("search"):
+        return sweep
+    build = _trial_builder(session, settings, user, sweep.spec["base"], sweep.name)
+    return sweep_search.advance(session, settings, user, sweep, build, enqueue)
 
 
 # --------------------------------------------------------------------------------------------
@@ -506,9 +580,11 @@ def sweep_table(sweep: Sweep) -> list[dict[str, Any]]:
                 value = result.get(metric)
                 if isinstance(value, int | float) and math.isfinite(value):
                     values[metric].append(float(value))
+        told = [c["value"] for c in row["cells"] if c.get("value") is not None]
         out.append(
             {
                 "params": row["params"],
+                "objective": max(told) if told else None,
                 "n": n,
                 "status": dict(status),
                 "cells": cells,
