@@ -355,6 +355,8 @@ class Sweep:
     jobs: list[Job]
     table: list[dict[str, Any]]
     created_at: datetime | None = None
+    search: dict[str, Any] | None = None
+    best: dict[str, Any] | None = None
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Sweep:
@@ -367,6 +369,8 @@ class Sweep:
             jobs=[Job.from_json(j) for j in data.get("jobs", [])],
             table=list(data.get("table") or []),
             created_at=_time(data.get("created_at")),
+            search=data.get("search"),
+            best=data.get("best"),
         )
 
     @property
@@ -641,10 +645,14 @@ class LivtClient:
         grid: Mapping[str, Sequence[Any]] | None = None,
         seeds: Sequence[int] | None = None,
         name: str | None = None,
+        search: Mapping[str, Any] | None = None,
     ) -> Sweep:
         """One job per grid point × seed, each ``base`` (a job spec or ``{"stages": [...]}``)
         with the grid's fields and the seed set. Every child is checked before any is created:
-        a bad value raises :class:`LivtApiError` (422) naming ``grid.<field>.<index>``."""
+        a bad value raises :class:`LivtApiError` (422) naming ``grid.<field>.<index>``.
+        ``search`` (``{"space": {"blr": {"low", "high", "log"}}, "objective", "trials",
+        "parallel"}``) asks for an adaptive search instead of a grid; :meth:`wait_sweep` (or any
+        read of the sweep) moves it on."""
         body: dict[str, Any] = {"base": dict(base)}
         if grid is not None:
             body["grid"] = {k: list(v) for k, v in grid.items()}
@@ -652,6 +660,8 @@ class LivtClient:
             body["seeds"] = list(seeds)
         if name is not None:
             body["name"] = name
+        if search is not None:
+            body["search"] = dict(search)
         return Sweep.from_json(self._request("POST", "/sweeps", json=body))
 
     def sweep(self, sweep_id: str) -> Sweep:

@@ -6,6 +6,9 @@
   ready for a paper or a spreadsheet).
 - ``livt sweep cancel ID``, ``livt sweep list``.
 
+A spec with ``search`` instead of ``grid`` is an adaptive search (Optuna); ``--wait`` polls it,
+and each poll lets the service tell finished trials and ask the next ones.
+
 Exit status as the other client commands: 0 success (a waited sweep that succeeded), 1 an error
 or a failed sweep, 2 a spec the server rejected, 3 a cancelled sweep.
 """
@@ -66,16 +69,21 @@ def _sweep(client: LivtClient, args: argparse.Namespace) -> int:
             return 0
         return _print(client, client.sweep(args.sweep_id), args.format)
     spec = _read_spec(args.target)
-    body = {k: spec[k] for k in ("base", "grid", "seeds", "name") if k in spec}
+    body = {k: spec[k] for k in ("base", "grid", "seeds", "name", "search") if k in spec}
     unknown = sorted(set(spec) - set(body))
     if unknown or "base" not in spec:
         raise CommandError(
-            f"{args.target}: a sweep spec has `base` (a job spec or a pipeline), `grid`, `seeds` "
-            f"and `name`; {'remove ' + ', '.join(unknown) if unknown else 'add base'}",
+            f"{args.target}: a sweep spec has `base` (a job spec or a pipeline), `grid` or "
+            f"`search`, `seeds` and `name`; "
+            f"{'remove ' + ', '.join(unknown) if unknown else 'add base'}",
             2,
         )
     sweep = client.submit_sweep(
-        body["base"], body.get("grid"), body.get("seeds"), name=body.get("name")
+        body["base"],
+        body.get("grid"),
+        body.get("seeds"),
+        name=body.get("name"),
+        search=body.get("search"),
     )
     print(f"submitted {sweep.id} ({len(sweep.jobs)} jobs)")
     if not args.wait:
@@ -106,6 +114,12 @@ def _print(client: LivtClient, sweep: Sweep, fmt: str | None) -> int:
             if c["status"] in ("failed", "cancelled")
         ]
         print(table, end="")
+        if sweep.best is not None:
+            params = ", ".join(f"{k}={v:.4g}" for k, v in sweep.best["params"].items())
+            print(
+                f"best trial: {params}: objective {sweep.best['objective']:.2f} "
+                f"({sweep.best['job']})"
+            )
         if failed:
             print("not finished with a result:")
             print("\n".join(line.rstrip() for line in failed))

@@ -631,13 +631,16 @@ def _best(rows: list[dict[str, Any]], grid: dict[str, Any]) -> dict[str, int | N
 
 
 def _param_text(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
     return value if isinstance(value, str) else json.dumps(value)
 
 
 def export_table(sweep: Sweep, rows: list[dict[str, Any]], fmt: str) -> str:
     """The table as Markdown (``md``), CSV (``csv``: mean and std in columns of their own) or a
     LaTeX ``tabular`` (``latex``); the best mean of each column is bold in md and latex."""
-    grid_keys = list(sweep.spec.get("grid") or {})
+    search = sweep.spec.get("search") or {}
+    grid_keys = list(sweep.spec.get("grid") or search.get("space") or {})
     if fmt == "csv":
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")

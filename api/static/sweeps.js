@@ -122,19 +122,21 @@ export function sweepPages({ h, card, badge, toast, Poller, setLive, jobHref, ap
         },
       }, "Cancel sweep") : null;
       const done = s.jobs.filter((j) => TERMINAL.has(j.status)).length;
+      const best = s.best ? h("p", { class: "small", id: "sweep-best" }, `best trial: ${Object.entries(s.best.params).map(([k, v]) => `${k}=${formatNumber(v)}`).join(", ")} · objective ${s.best.objective.toFixed(2)} · `,
+        h("a", { href: jobHref(s.best.job) }, s.best.job)) : null;
       head.replaceChildren(
         h("div", {}, h("h1", {}, `${s.name || s.id} `, badge(s.status)),
-          h("p", { class: "muted small" }, `${s.id} · ${done}/${s.jobs.length} jobs finished · seeds ${s.seeds.join(", ")}`)),
+          h("p", { class: "muted small" }, `${s.id} · ${done}/${s.jobs.length} jobs finished · seeds ${s.seeds.join(", ")}${s.search ? ` · adaptive search, ${s.search.trials} trials` : ""}`), best),
         h("div", { class: "actions" }, cancel));
     }
 
     function renderTable(s) {
-      const keys = Object.keys(s.grid);
+      const keys = s.search ? Object.keys(s.search.space) : Object.keys(s.grid);
       const best = bestRows(s.table, s.grid);
       const rows = s.table.map((r, i) => {
         const ids = r.cells.filter((c) => c.status === "succeeded").map((c) => c.job);
         return h("tr", { data: { row: i, status: cellStatus(r.status) } },
-          ...keys.map((k) => h("td", { class: "mono" }, paramText(r.params[k]))),
+          ...keys.map((k) => h("td", { class: "mono" }, s.search ? formatNumber(r.params[k]) : paramText(r.params[k]))),
           h("td", { class: "num" }, r.n),
           h("td", { class: "small" }, statusText(r.status),
             ...r.cells.filter((c) => c.status === "failed").map((c) => h("div", { class: "field-error small" },

@@ -65,6 +65,8 @@ def test_search_asks_tells_and_stops_after_its_trials(client, user, base, settin
     assert done["best"]["objective"] == 70.0
     assert sorted(r["objective"] for r in done["table"]) == [40.0, 55.0, 70.0]
     assert len(enqueued) == 3
+    md = client.get(f"/sweeps/{sweep['id']}/table", headers=user.headers).text
+    assert md.splitlines()[0].startswith("| blr | tau | n | Overall |")
 
 
 @pytest.mark.parametrize(
