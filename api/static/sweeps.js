@@ -74,7 +74,7 @@ export function sweepPages({ h, card, badge, toast, Poller, setLive, jobHref, ap
       card("Post-hoc logit adjustment: many vs. few", chart,
         h("p", { class: "chart-note" }, "z − τ·log π with the training prior π, one point per τ from the same logits; the dark point has the best overall accuracy.")),
       card("Post-hoc τ", h("div", { class: "table-wrap" }, h("table", { id: "posthoc-table" },
-        h("thead", {}, h("tr", {}, ["τ", "Overall", "Many", "Medium", "Few"].map((t) => h("th", { class: "num" }, t)))),
+        h("thead", {}, h("tr", {}, ["τ", "Overall", "Many", "Medium", "Few"].map((t) => h("th", { class: t === "τ" ? "num greek" : "num" }, t)))),
         h("tbody", {}, rows))),
       cal ? h("p", { class: "chart-note", id: "posthoc-calibration" },
         `ECE ${cal.ece.toFixed(2)}% → ${cal.ece_scaled.toFixed(2)}% after temperature scaling (T = ${cal.temperature.toFixed(3)}, fitted on the ${cal.fit_split} split)`) : null)));
