@@ -207,6 +207,9 @@ class Job(Base):
     sweep_id: Mapped[str | None] = mapped_column(
         ForeignKey("sweeps.id", ondelete="SET NULL"), index=True
     )
+    #: Labels and free text for people (``PATCH /jobs/{id}``).
+    tags: Mapped[list[str] | None] = mapped_column(JSONType)
+    notes: Mapped[str | None] = mapped_column(Text)
     init_job_id: Mapped[str | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))
     depends_on: Mapped[str | None] = mapped_column(
         ForeignKey("jobs.id", ondelete="SET NULL"), index=True

@@ -1,4 +1,5 @@
-"""Sweeps: ``sweeps`` (a grid × seeds of jobs made by one request) and ``jobs.sweep_id``.
+"""Sweeps: ``sweeps`` (a grid × seeds of jobs made by one request) and ``jobs.sweep_id``; jobs
+get ``tags`` and ``notes`` for people.
 
 Revision ID: 0009
 Revises: 0003
@@ -42,10 +43,14 @@ def upgrade() -> None:
             op.f("fk_jobs_sweep_id_sweeps"), "sweeps", ["sweep_id"], ["id"], ondelete="SET NULL"
         )
         batch.create_index(op.f("ix_jobs_sweep_id"), ["sweep_id"])
+        batch.add_column(sa.Column("tags", JSON, nullable=True))
+        batch.add_column(sa.Column("notes", sa.Text(), nullable=True))
 
 
 def downgrade() -> None:
     with op.batch_alter_table("jobs") as batch:
+        batch.drop_column("notes")
+        batch.drop_column("tags")
         batch.drop_index(op.f("ix_jobs_sweep_id"))
         batch.drop_constraint(op.f("fk_jobs_sweep_id_sweeps"), type_="foreignkey")
         batch.drop_column("sweep_id")
