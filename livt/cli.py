@@ -10,6 +10,7 @@ that this module stays a thin dispatcher and ``livt train`` never imports the se
 - ``livt.client_cli``: ``submit``, ``jobs``, ``show``, ``logs``, ``cancel``, ``retry``, ``wait``,
   ``results``
 - ``livt.sweeps_cli``: ``sweep``
+- ``livt.tags_cli``: ``tag``
 
 A handler is stored as ``func`` on its parser and returns the process exit status. ``main`` imports
 only the module of the command it runs (``COMMANDS``), so a client command does not pay for
@@ -31,6 +32,7 @@ COMMAND_MODULES = (
     "worker.commands",
     "livt.client_cli",
     "livt.sweeps_cli",
+    "livt.tags_cli",
 )
 #: The module that registers each top-level command.
 COMMANDS = {
@@ -42,6 +44,7 @@ COMMANDS = {
         ("submit", "jobs", "show", "logs", "cancel", "retry", "wait", "results"), "livt.client_cli"
     ),
     "sweep": "livt.sweeps_cli",
+    "tag": "livt.tags_cli",
 }
 
 

@@ -207,6 +207,9 @@ class Job:
     init_job_id: str | None = None
     depends_on: str | None = None
     idempotency_key: str | None = None
+    tags: list[str] = field(default_factory=list)
+    notes: str | None = None
+    sweep_id: str | None = None
     spec: dict[str, Any] | None = None
     config: dict[str, Any] | None = None
     created_at: datetime | None = None
@@ -528,6 +531,36 @@ class LivtClient:
             if deadline is not None and time.monotonic() >= deadline:
                 raise TimeoutError(f"job {job_id} still {job.status} after {timeout:g} s")
             time.sleep(poll)
+
+    def update_job(
+        self,
+        job_id: str,
+        *,
+        name: str | None = None,
+        tags: Sequence[str] | None = None,
+        notes: str | None = None,
+        clear_notes: bool = False,
+    ) -> Job:
+        """``PATCH /jobs/{id}``: renames the job, replaces its tags or its notes (only what is
+        given changes; ``clear_notes`` removes the notes)."""
+        body: dict[str, Any] = {}
+        if name is not None:
+            body["name"] = name
+        if tags is not None:
+            body["tags"] = list(tags)
+        if notes is not None or clear_notes:
+            body["notes"] = notes
+        return Job.from_json(self._request("PATCH", f"/jobs/{job_id}", json=body))
+
+    def tag(self, job_id: str, *tags: str) -> Job:
+        """Adds ``tags`` to the job's tags (each kept once, in order)."""
+        current = self.job(job_id).tags
+        return self.update_job(job_id, tags=list(dict.fromkeys([*current, *tags])))
+
+    def delete(self, job_id: str) -> None:
+        """Deletes a finished job and its artifacts (409 while it runs or others start from
+        it)."""
+        self._request("DELETE", f"/jobs/{job_id}")
 
     def metrics(self, job_id: str) -> Metrics:
         data = self._request("GET", f"/jobs/{job_id}/metrics")

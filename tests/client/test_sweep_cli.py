@@ -92,3 +92,18 @@ def test_sweep_with_a_bad_grid_value_exits_2_naming_it(server, token, tmp_path, 
     assert "grid.loss.1" in err
     code, _, err = run(capsys, "sweep", "show", "s_missing")
     assert code == 1 and "404" in err
+
+
+def test_tag_adds_and_removes_tags_and_sets_notes(server, token, capsys):
+    with LivtClient(server.url, token) as client:
+        job = client.submit({**BASE, "name": "to-tag", "epochs": 40})
+        client.cancel(job.id)
+        code, out, _ = run(capsys, "tag", job.id, "mgp", "fmnist", "--note", "baseline")
+        assert code == 0 and out == f"{job.id}: tags mgp, fmnist; notes: baseline\n"
+        code, out, _ = run(capsys, "tag", job.id, "mgp", "--remove")
+        assert code == 0 and out.startswith(f"{job.id}: tags fmnist;")
+        assert client.job(job.id).tags == ["fmnist"]
+        client.wait(job.id, poll=0.5, timeout=120)
+        client.delete(job.id)
+        code, _, err = run(capsys, "tag", job.id, "x")
+        assert code == 1 and "404" in err
