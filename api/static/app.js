@@ -496,6 +496,7 @@ function jobView(id) {
     const links = [];
     if (job.init_job_id) links.push(h("span", {}, "initialised from ", h("a", { href: jobHref(job.init_job_id), class: "mono" }, job.init_job_id)));
     if (job.depends_on && job.depends_on !== job.init_job_id) links.push(h("span", {}, "waits for ", h("a", { href: jobHref(job.depends_on), class: "mono" }, job.depends_on)));
+    if (job.sweep_id) links.push(h("span", {}, "part of sweep ", h("a", { href: `#/sweeps/${encodeURIComponent(job.sweep_id)}`, class: "mono", id: "job-sweep" }, job.sweep_id)));
     if (!job.pipeline_id && !links.length) { linksBox.hidden = true; return; }
     linksBox.hidden = false;
     const stages = h("div", { class: "stages" });

@@ -73,6 +73,7 @@ def test_sweep_page_shows_table_heatmap_and_the_posthoc_curve(
     page.goto(page.url.split("#")[0] + f"#/jobs/{job_id}")
     chart = page.locator("#chart-posthoc svg")
     expect(chart).to_be_attached(timeout=30_000)
+    expect(page.locator("#job-sweep")).to_have_text(sweep.id)
     points = [p for p in posthoc["posthoc"] if p["few"] is not None and p["many"] is not None]
     expect(chart.locator('path.series-line[data-series="τ from 0 up"]')).to_have_attribute(
         "data-points", str(len(points))
