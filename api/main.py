@@ -21,7 +21,18 @@ from sqlalchemy.orm import Session, sessionmaker
 import livt_core
 from api.errors import NotFoundError, install_error_handlers
 from api.request_limits import BodyLimits, RequestGuard
-from api.routers import datasets, health, jobs, metrics, pipelines, presets, tokens, webhooks
+from api.routers import (
+    datasets,
+    health,
+    job_notes,
+    jobs,
+    metrics,
+    pipelines,
+    presets,
+    sweeps,
+    tokens,
+    webhooks,
+)
 from api.services.users import ensure_token
 from api.telemetry import MetricsMiddleware, Telemetry
 from api.webhooks import Dispatcher
@@ -96,7 +107,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestGuard, limits=limits, session_factory=session_factory)
     app.add_middleware(MetricsMiddleware, telemetry=app.state.telemetry)
     install_error_handlers(app)
-    for module in (jobs, pipelines, datasets, presets, tokens, health, metrics, webhooks):
+    for module in (
+        jobs,
+        job_notes,
+        pipelines,
+        sweeps,
+        datasets,
+        presets,
+        tokens,
+        health,
+        metrics,
+        webhooks,
+    ):
         app.include_router(module.router)
 
     @app.get("/", include_in_schema=False, response_model=None)

@@ -277,6 +277,9 @@ class JobSummary(BaseModel):
     init_job_id: str | None
     depends_on: str | None
     idempotency_key: str | None
+    tags: list[str] = Field(default_factory=list)
+    notes: str | None = None
+    sweep_id: str | None = None
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
@@ -311,6 +314,9 @@ class JobSummary(BaseModel):
             "init_job_id": job.init_job_id,
             "depends_on": job.depends_on,
             "idempotency_key": job.idempotency_key,
+            "tags": job.tags or [],
+            "notes": job.notes,
+            "sweep_id": job.sweep_id,
             "created_at": job.created_at,
             "started_at": job.started_at,
             "finished_at": job.finished_at,

@@ -10,6 +10,8 @@ that this module stays a thin dispatcher and ``livt train`` never imports the se
 - ``livt.client_cli``: ``submit``, ``jobs``, ``show``, ``logs``, ``cancel``, ``retry``, ``wait``,
   ``results``, ``download``, ``datasets``, ``pipeline``, ``webhooks``
 - ``livt.completion``: ``completion`` (a bash / zsh completion script)
+- ``livt.sweeps_cli``: ``sweep``
+- ``livt.tags_cli``: ``tag``
 
 Output closed early (``livt jobs --json | head -1``) ends the command quietly with status 141
 (128 + SIGPIPE, as a shell reports it), without a traceback.
@@ -35,6 +37,8 @@ COMMAND_MODULES = (
     "worker.commands",
     "livt.client_cli",
     "livt.completion",
+    "livt.sweeps_cli",
+    "livt.tags_cli",
 )
 #: The module that registers each top-level command.
 COMMANDS = {
@@ -60,6 +64,8 @@ COMMANDS = {
         "livt.client_cli",
     ),
     "completion": "livt.completion",
+    "sweep": "livt.sweeps_cli",
+    "tag": "livt.tags_cli",
 }
 
 

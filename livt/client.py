@@ -207,6 +207,9 @@ class Job:
     init_job_id: str | None = None
     depends_on: str | None = None
     idempotency_key: str | None = None
+    tags: list[str] = field(default_factory=list)
+    notes: str | None = None
+    sweep_id: str | None = None
     spec: dict[str, Any] | None = None
     config: dict[str, Any] | None = None
     created_at: datetime | None = None
@@ -339,6 +342,43 @@ class Pipeline:
     id: str
     name: str | None
     jobs: list[Job]
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """A grid × seeds of jobs (``POST /sweeps``). ``table`` has one row per grid point:
+    ``{"params", "n", "status", "cells", "overall": {"mean", "std", "n"}, "many", "medium",
+    "few", "top5", "ece"}``; ``status`` is ``running`` until every job is finished."""
+
+    id: str
+    name: str | None
+    status: str
+    grid: dict[str, list[Any]]
+    seeds: list[int]
+    jobs: list[Job]
+    table: list[dict[str, Any]]
+    created_at: datetime | None = None
+    search: dict[str, Any] | None = None
+    best: dict[str, Any] | None = None
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Sweep:
+        return cls(
+            id=data["id"],
+            name=data.get("name"),
+            status=data["status"],
+            grid=dict(data.get("grid") or {}),
+            seeds=list(data.get("seeds") or []),
+            jobs=[Job.from_json(j) for j in data.get("jobs", [])],
+            table=list(data.get("table") or []),
+            created_at=_time(data.get("created_at")),
+            search=data.get("search"),
+            best=data.get("best"),
+        )
+
+    @property
+    def finished(self) -> bool:
+        return self.status != "running"
 
 
 @dataclass(frozen=True)
@@ -492,6 +532,36 @@ class LivtClient:
                 raise TimeoutError(f"job {job_id} still {job.status} after {timeout:g} s")
             time.sleep(poll)
 
+    def update_job(
+        self,
+        job_id: str,
+        *,
+        name: str | None = None,
+        tags: Sequence[str] | None = None,
+        notes: str | None = None,
+        clear_notes: bool = False,
+    ) -> Job:
+        """``PATCH /jobs/{id}``: renames the job, replaces its tags or its notes (only what is
+        given changes; ``clear_notes`` removes the notes)."""
+        body: dict[str, Any] = {}
+        if name is not None:
+            body["name"] = name
+        if tags is not None:
+            body["tags"] = list(tags)
+        if notes is not None or clear_notes:
+            body["notes"] = notes
+        return Job.from_json(self._request("PATCH", f"/jobs/{job_id}", json=body))
+
+    def tag(self, job_id: str, *tags: str) -> Job:
+        """Adds ``tags`` to the job's tags (each kept once, in order)."""
+        current = self.job(job_id).tags
+        return self.update_job(job_id, tags=list(dict.fromkeys([*current, *tags])))
+
+    def delete(self, job_id: str) -> None:
+        """Deletes a finished job and its artifacts (409 while it runs or others start from
+        it)."""
+        self._request("DELETE", f"/jobs/{job_id}")
+
     def metrics(self, job_id: str) -> Metrics:
         data = self._request("GET", f"/jobs/{job_id}/metrics")
         return Metrics(
@@ -620,6 +690,74 @@ class LivtClient:
         """Revokes a token of yours (any token for an admin) named by its id or its prefix;
         requests with it are refused (401) from then on."""
         return Token.from_json(self._request("POST", f"/tokens/{token}/revoke"))
+
+    # sweeps --------------------------------------------------------------------------------
+
+    def submit_sweep(
+        self,
+        base: Mapping[str, Any],
+        grid: Mapping[str, Sequence[Any]] | None = None,
+        seeds: Sequence[int] | None = None,
+        name: str | None = None,
+        search: Mapping[str, Any] | None = None,
+    ) -> Sweep:
+        """One job per grid point × seed, each ``base`` (a job spec or ``{"stages": [...]}``)
+        with the grid's fields and the seed set. Every child is checked before any is created:
+        a bad value raises :class:`LivtApiError` (422) naming ``grid.<field>.<index>``.
+        ``search`` (``{"space": {"blr": {"low", "high", "log"}}, "objective", "trials",
+        "parallel"}``) asks for an adaptive search instead of a grid; :meth:`wait_sweep` (or any
+        read of the sweep) moves it on."""
+        body: dict[str, Any] = {"base": dict(base)}
+        if grid is not None:
+            body["grid"] = {k: list(v) for k, v in grid.items()}
+        if seeds is not None:
+            body["seeds"] = list(seeds)
+        if name is not None:
+            body["name"] = name
+        if search is not None:
+            body["search"] = dict(search)
+        return Sweep.from_json(self._request("POST", "/sweeps", json=body))
+
+    def sweep(self, sweep_id: str) -> Sweep:
+        return Sweep.from_json(self._request("GET", f"/sweeps/{sweep_id}"))
+
+    def sweeps(self, *, limit: int = 50) -> list[dict[str, Any]]:
+        """Your sweeps, newest first: ``{"id", "name", "status", "grid", "seeds", "num_jobs"}``."""
+        return list(self._request("GET", "/sweeps", params={"limit": limit}).get("items", []))
+
+    def cancel_sweep(self, sweep_id: str) -> Sweep:
+        """Cancels every unfinished job of the sweep."""
+        return Sweep.from_json(self._request("POST", f"/sweeps/{sweep_id}/cancel"))
+
+    def sweep_table(self, sweep_id: str, format: str = "md") -> str:
+        """The sweep's table as Markdown (``md``), ``csv`` or ``latex``."""
+        try:
+            response = self._http.get(f"/sweeps/{sweep_id}/table", params={"format": format})
+        except httpx.TransportError as exc:
+            raise LivtConnectionError(self.url, exc) from exc
+        _raise_for_status(response)
+        return response.text
+
+    def wait_sweep(
+        self,
+        sweep_id: str,
+        *,
+        poll: float = 2.0,
+        timeout: float | None = None,
+        callback: Callable[[Sweep], None] | None = None,
+    ) -> Sweep:
+        """Polls until every job of the sweep is finished; raises TimeoutError after
+        ``timeout`` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            sweep = self.sweep(sweep_id)
+            if callback is not None:
+                callback(sweep)
+            if sweep.finished:
+                return sweep
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"sweep {sweep_id} still {sweep.status} after {timeout:g} s")
+            time.sleep(poll)
 
 
 def _raise_for_status(response: httpx.Response) -> None:

@@ -179,7 +179,10 @@ class LongTailResult(BaseModel):
     """The result of a finetune or evaluate run (``long_tail_report`` of the reported split):
     accuracies in percent, None for an empty group. Further keys of the report are kept: a
     finetune adds ``selection_split`` (the split the best epoch was chosen on) and
-    ``split_rule`` (in words, which split chose the epoch and which is reported)."""
+    ``split_rule`` (in words, which split chose the epoch and which is reported); an evaluate
+    run with ``posthoc_tau`` adds ``posthoc`` (``[{"tau", "overall", "many", "medium", "few"}]``),
+    ``posthoc_best_tau`` and ``calibration`` (``{"ece", "ece_scaled", "temperature",
+    "fit_split"}``, see ``livt_core.posthoc``)."""
 
     model_config = ConfigDict(extra="allow")
 

@@ -153,6 +153,26 @@ class Pipeline(Base):
     )
 
 
+class Sweep(Base):
+    """A grid of jobs (grid point × seed) created by one request; its status derives from its
+    jobs. ``spec`` is the request (``base``, ``grid``, ``seeds``); ``cells`` lists, per grid
+    point and seed, ``{"params", "seed", "job"}`` with ``job`` the id of the job whose result
+    fills the table (the last stage of a pipeline base)."""
+
+    __tablename__ = "sweeps"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    name: Mapped[str | None] = mapped_column(String(200))
+    spec: Mapped[dict[str, Any]]
+    cells: Mapped[list[dict[str, Any]]] = mapped_column(JSONType)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    owner: Mapped[User] = relationship()
+    jobs: Mapped[list[Job]] = relationship(order_by="Job.id", foreign_keys="Job.sweep_id")
+
+
 class Job(Base):
     """One pretrain / finetune / evaluate run and everything the service knows about it."""
 
@@ -184,6 +204,12 @@ class Job(Base):
         ForeignKey("pipelines.id", ondelete="SET NULL"), index=True
     )
     stage: Mapped[int | None]
+    sweep_id: Mapped[str | None] = mapped_column(
+        ForeignKey("sweeps.id", ondelete="SET NULL"), index=True
+    )
+    #: Labels and free text for people (``PATCH /jobs/{id}``).
+    tags: Mapped[list[str] | None] = mapped_column(JSONType)
+    notes: Mapped[str | None] = mapped_column(Text)
     init_job_id: Mapped[str | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))
     depends_on: Mapped[str | None] = mapped_column(
         ForeignKey("jobs.id", ondelete="SET NULL"), index=True

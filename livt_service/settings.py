@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     max_data_workers: int = Field(
         32, ge=0, le=MAX_NUM_WORKERS, description="most data.num_workers per training process"
     )
+    max_sweep_jobs: int = Field(
+        200, ge=1, le=10_000, description="most jobs one sweep (POST /sweeps) may create"
+    )
     default_queue: str = Field("default", min_length=1)
     heartbeat_seconds: float = Field(5.0, gt=0)
     worker_lost_seconds: float = Field(60.0, gt=0)

@@ -289,6 +289,37 @@ class _Init:
     inherited: dict[str, Any] = field(default_factory=dict)
 
 
+#: Outcomes of recent helper-process checks (None: passed, else the error it raised), keyed by
+#: the request and, for a file, its size and modification time: the children of a sweep share
+#: their checkpoint and loss settings, and each check costs a process that imports torch.
+_CHECKED: dict[str, ConfigError | CheckpointError | None] = {}
+_CHECKED_MAX = 256
+
+
+def _run_check(request: dict[str, Any], file: Path | None = None) -> None:
+    """``checks.run_checks([request])``, remembering its outcome (not a failure to run it)."""
+    key = json.dumps(request, sort_keys=True)
+    if file is not None:
+        stat = file.stat()
+        key += f"|{stat.st_size}|{stat.st_mtime_ns}"
+    if key in _CHECKED:
+        outcome = _CHECKED[key]
+        if outcome is not None:
+            raise outcome
+        return
+    try:
+        checks.run_checks([request])
+    except (ConfigError, CheckpointError) as exc:
+        outcome = exc
+    else:
+        outcome = None
+    if len(_CHECKED) >= _CHECKED_MAX:
+        _CHECKED.clear()
+    _CHECKED[key] = outcome
+    if outcome is not None:
+        raise outcome
+
+
 def _check_checkpoint_file(
     settings: Settings, raw: str, loc: Loc
 ) -> tuple[str | None, list[FieldError]]:
@@ -307,7 +338,7 @@ def _check_checkpoint_file(
             )
         ]
     try:
-        checks.run_checks([checks.checkpoint(str(path))])
+        _run_check(checks.checkpoint(str(path)), path)
     except checks.CheckFailed as exc:
         raise UnavailableError(f"the checkpoint {path} could not be checked: {exc}") from exc
     except CheckpointError as exc:
@@ -528,7 +559,7 @@ def _check_loss_options(config: dict[str, Any], loc: Loc) -> list[FieldError]:
         options=config["loss_kwargs"],
     )
     try:
-        checks.run_checks([request])
+        _run_check(request)
     except checks.CheckFailed as exc:
         raise UnavailableError(f"the loss settings could not be checked: {exc}") from exc
     except ConfigError as exc:

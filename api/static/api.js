@@ -105,7 +105,21 @@ export const api = {
   presets: () => request("GET", "/presets"),
   datasets: () => request("GET", "/datasets"),
   dataset: (name) => request("GET", `/datasets/${encodeURIComponent(name)}`),
+  sweeps: () => request("GET", "/sweeps"),
+  sweep: (id) => request("GET", `/sweeps/${encodeURIComponent(id)}`),
+  cancelSweep: (id) => request("POST", `/sweeps/${encodeURIComponent(id)}/cancel`),
+  sweepTable: (id, format) => requestText(`/sweeps/${encodeURIComponent(id)}/table${query({ format })}`),
 };
+
+/** GET of a text answer (the sweep table exports). */
+async function requestText(path) {
+  const response = await fetch(path, { headers: { Authorization: `Bearer ${getToken()}` }, cache: "no-store" });
+  if (!response.ok) {
+    if (response.status === 401) onUnauthorized();
+    throw new ApiError(response.status, `HTTP ${response.status}`);
+  }
+  return response.text();
+}
 
 /** Downloads an artifact with the bearer header (a plain link cannot carry it). */
 export async function downloadArtifact(url, name) {

@@ -1,6 +1,7 @@
 // The LiVT jobs dashboard: sign-in, job list, job page, submit form and compare view.
 // Plain ES modules, no build step; hash routes: #/jobs, #/jobs/<id>, #/submit, #/compare?ids=a,b,
 // #/datasets, #/datasets/<name>
+// #/sweeps, #/sweeps/<id> (sweeps.js)
 
 import {
   api, ApiError, adoptTokenFromUrl, checkToken, downloadArtifact, getToken, handleUnauthorized, setToken,
@@ -9,6 +10,7 @@ import {
   GROUP_COLORS, PALETTE, barChart, formatNumber, lineChart, logBarChart, reliabilityChart, scatterLogX,
 } from "./charts.js";
 import { reconstructionView, resultExtras } from "./results.js";
+import { sweepPages } from "./sweeps.js";
 
 const POLL_MS = 2000;
 const PAGE_SIZE = 25;
@@ -178,6 +180,7 @@ function setLive(on) {
 
 const app = document.getElementById("app");
 let currentView = null;
+const sweeps = sweepPages({ h, card, badge, toast, Poller, setLive, jobHref, app });
 
 function route() {
   if (currentView) currentView.dispose();
@@ -196,6 +199,7 @@ function route() {
   else if (section === "compare") currentView = compareView(params);
   else if (section === "datasets" && parts[1]) currentView = datasetView(decodeURIComponent(parts[1]));
   else if (section === "datasets") currentView = datasetsView();
+  else if (section === "sweeps") currentView = parts[1] ? sweeps.detailView(decodeURIComponent(parts[1])) : sweeps.listView();
   else { section = "jobs"; currentView = jobsView(); }
   for (const a of document.querySelectorAll("#nav a")) {
     a.classList.toggle("active", a.dataset.nav === section);
@@ -499,6 +503,7 @@ function jobView(id) {
     const links = [];
     if (job.init_job_id) links.push(h("span", {}, "initialised from ", h("a", { href: jobHref(job.init_job_id), class: "mono" }, job.init_job_id)));
     if (job.depends_on && job.depends_on !== job.init_job_id) links.push(h("span", {}, "waits for ", h("a", { href: jobHref(job.depends_on), class: "mono" }, job.depends_on)));
+    if (job.sweep_id) links.push(h("span", {}, "part of sweep ", h("a", { href: `#/sweeps/${encodeURIComponent(job.sweep_id)}`, class: "mono", id: "job-sweep" }, job.sweep_id)));
     if (!job.pipeline_id && !links.length) { linksBox.hidden = true; return; }
     linksBox.hidden = false;
     const stages = h("div", { class: "stages" });
@@ -581,6 +586,7 @@ function jobView(id) {
       legend: GROUPS.slice(0, 3).map((g) => ({ name: g, color: GROUP_COLORS[g] })),
     });
     resultBox.append(...resultExtras(r));
+    sweeps.appendPosthoc(resultBox, r);
     if (bins) reliabilityChart(calib, bins);
     else {
       barChart(calib, ["ECE", "MCE"], [{ name: "calibration error", color: "#64748b", values: [r.ece, r.mce] }],

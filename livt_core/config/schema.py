@@ -577,11 +577,26 @@ class EvaluateConfig(RunBase):
     checkpoint: PathStr | None = Field(None, description="classifier checkpoint to evaluate")
     split: Literal["val", "test"] = "test"
     batch_size: BatchSize = 128
+    posthoc_tau: list[Number] = Field(
+        default_factory=list,
+        max_length=64,
+        description="τ values of post-hoc logit adjustment (z − τ·log π): result.posthoc gets "
+        "overall / many / medium / few for each, from one pass of the model (0-10, at most 64)",
+    )
 
     @field_validator("model")
     @classmethod
     def _model(cls, v: str) -> str:
         return _check_model(v, mae=False, kind="evaluate")
+
+    @field_validator("posthoc_tau")
+    @classmethod
+    def _posthoc_tau(cls, v: list[float]) -> list[float]:
+        if any(not 0.0 <= t <= 10.0 for t in v):
+            raise _fail("every τ must lie in [0, 10]; e.g. posthoc_tau=[0, 0.5, 1, 1.5, 2]")
+        if len(set(v)) != len(v):
+            raise _fail("lists a τ twice; give each τ once")
+        return v
 
 
 RunConfig = Annotated[PretrainConfig | FinetuneConfig | EvaluateConfig, Field(discriminator="kind")]

@@ -16,6 +16,7 @@ from livt_core.engine.state import load_model_state
 from livt_core.errors import ConfigError
 from livt_core.metrics import long_tail_report
 from livt_core.models import create_model
+from livt_core.posthoc import best_tau, calibration_report, tradeoff_curve
 
 logger = logging.getLogger(__name__)
 
@@ -24,7 +25,11 @@ class EvaluateRecipe(Recipe):
     """Loads ``config.checkpoint`` into ``config.model`` and reports ``config.split``.
 
     Shot groups come from the training split's class counts, whose ``source`` the result
-    records. A checkpoint that is missing, not a state dict, or of another architecture raises
+    records. With ``config.posthoc_tau`` the same logits also give ``result.posthoc`` (one
+    entry per τ after post-hoc logit adjustment with the training prior), ``posthoc_best_tau``
+    and ``calibration``: ECE before and after temperature scaling, the temperature fitted on the
+    ``val`` split (on the evaluated split itself when that is ``val``: data sets without a
+    test split have no other held-out split; ``calibration.fit_split`` says which). A checkpoint that is missing, not a state dict, or of another architecture raises
     :class:`~livt_core.errors.CheckpointError` naming the problem.
     """
 
@@ -64,6 +69,37 @@ class EvaluateRecipe(Recipe):
             train=False,
             persistent=False,
         )
+        self.fit_loader = None
+        if cfg.posthoc_tau and cfg.split != "val":
+            self.fit_set = build_dataset(
+                data.dataset,
+                "val",
+                transform=build_eval_transform(**transform_kwargs(data, spec)),
+                **dataset_kwargs(data, "val", allowed_roots=self.allowed_roots),
+            )
+            self.fit_loader = self.loader(
+                self.fit_set,
+                eval_sampler(self.fit_set, self.ctx),
+                cfg.batch_size,
+                train=False,
+                persistent=False,
+            )
+
+    def posthoc(self, logits: Any, labels: Any) -> dict[str, Any]:
+        """The post-hoc part of the result (see the class docstring)."""
+        counts = self.train_set.class_counts
+        curve = tradeoff_curve(logits, labels, counts, self.config.posthoc_tau)
+        fit_logits, fit_labels = logits, labels
+        if self.fit_loader is not None:
+            fit_logits, fit_labels = predict(
+                self.model,
+                self.fit_loader,
+                total=len(self.fit_set),
+                precision=self.precision,
+                ctx=self.ctx,
+            )
+        calibration = calibration_report(logits, labels, fit_logits, fit_labels, fit_split="val")
+        return {"posthoc": curve, "posthoc_best_tau": best_tau(curve), "calibration": calibration}
 
     def train(self) -> dict[str, Any]:
         self.callbacks.on_start(
@@ -91,6 +127,8 @@ class EvaluateRecipe(Recipe):
             "class_counts_source": self.train_set.source,
             "checkpoint": self.config.checkpoint,
         }
+        if self.config.posthoc_tau:
+            result.update(self.posthoc(logits, labels))
         logger.info(
             "%s on %s: top-1 %.2f%%", self.config.checkpoint, self.config.split, report["overall"]
         )

@@ -58,8 +58,10 @@ def _fuzz_operation(operation, mode, headers, seeded_job: str, report: FuzzRepor
     )
     def check(case) -> None:
         params = case.path_parameters or {}
-        if "job_id" in params and rng.random() < 0.5:
-            params["job_id"] = seeded_job  # reach past the 404 half of the time
+        # reach past the 404 half of the time; never delete the seeded job, which the later
+        # operations need
+        if "job_id" in params and operation.method.lower() != "delete" and rng.random() < 0.5:
+            params["job_id"] = seeded_job
         report.requests += 1
         try:
             case.headers = {**(case.headers or {}), **headers}

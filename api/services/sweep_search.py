@@ -1,0 +1,272 @@
+"""Adaptive sweeps: Optuna's ask-and-tell over continuous run fields (``search.space``).
+
+The study lives in the service's own database through Optuna's ``RDBStorage`` (its tables beside
+the service's, named by the sweep id). Creating the sweep asks the first ``parallel`` trials, one
+finetune job each; every later read of the sweep (``GET /sweeps/{id}``, which ``livt sweep
+--wait`` and the dashboard poll) tells the study the objective of each trial whose job has
+finished and asks the next trials, up to ``trials``. A trial's objective is the weighted sum of
+the validation metrics (``val_overall``, ``val_few``, ...) of its job's best epoch, the epoch whose
+checkpoint the result comes from; a failed or cancelled job is told as a failed trial.
+
+Optuna keeps its schema revision in its own ``version_info`` table; the compatibility check,
+which would read the service's ``alembic_version`` as if it were Optuna's, is skipped.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from api.errors import FieldError, InvalidInputError
+from api.services.jobs import Enqueue, _send
+from api.sweep_schemas import SweepCreate
+from livt_core.contract import TERMINAL_STATUSES
+from livt_service.db import begin_write
+from livt_service.models import Job, MetricPoint, Sweep, User
+from livt_service.settings import Settings
+
+if TYPE_CHECKING:
+    import optuna
+
+logger = logging.getLogger(__name__)
+
+
+@lru_cache(maxsize=8)
+def _storage(url: str) -> optuna.storages.RDBStorage:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna.storages.RDBStorage(url, skip_compatibility_check=True)
+
+
+def _distributions(space: dict[str, Any]) -> dict[str, Any]:
+    from optuna.distributions import FloatDistribution
+
+    return {
+        k: FloatDistribution(v["low"], v["high"], log=bool(v.get("log"))) for k, v in space.items()
+    }
+
+
+def _weights(objective: str | dict[str, float]) -> dict[str, float]:
+    return {objective: 1.0} if isinstance(objective, str) else dict(objective)
+
+
+def check_search(body: SweepCreate, fixed_keys: dict[str, str]) -> list[FieldError]:
+    """The rules of an adaptive sweep beyond its schema."""
+    errors: list[FieldError] = []
+    if body.grid:
+        errors.append(
+            FieldError(
+                ("body", "grid"),
+                "a sweep has either a grid or a search; move these fields into search.space "
+                "or drop search",
+                "grid_and_search",
+            )
+        )
+    if len(body.seeds) != 1:
+        errors.append(
+            FieldError(
+                ("body", "seeds"),
+                "an adaptive search runs each trial once; give one seed",
+                "search_seeds",
+            )
+        )
+    if body.base.get("kind") != "finetune" or "stages" in body.base:
+        errors.append(
+            FieldError(
+                ("body", "base", "kind"),
+                "an adaptive search tunes finetune jobs (its objective is their validation "
+                'accuracy); use a finetune spec as base, e.g. with init: {"job": <pretrain>}',
+                "search_kind",
+            )
+        )
+    for key in body.search.space if body.search else {}:
+        if key.split(".")[0] in fixed_keys:
+            errors.append(
+                FieldError(
+                    ("body", "search", "space", key),
+                    f"cannot be searched ({fixed_keys[key.split('.')[0]]}); remove it",
+                    "grid_fixed_key",
+                )
+            )
+    return errors
+
+
+def _remap(errors: list[FieldError], space: dict[str, Any]) -> list[FieldError]:
+    out = []
+    for e in errors:
+        rest = e.loc[2:] if e.loc[:2] == ("body", "base") else ()
+        key = next(
+            (k for k in space if tuple(k.split(".")) == tuple(rest[: k.count(".") + 1])), None
+        )
+        out.append(FieldError(("body", "search", "space", key), e.msg, e.type) if key else e)
+    return out
+
+
+def _ask(
+    session: Session,
+    settings: Settings,
+    user: User,
+    sweep_id: str,
+    spec: dict[str, Any],
+    how_many: int,
+    build: Any,
+    cell_offset: int,
+) -> tuple[list[Job], list[dict[str, Any]], list[FieldError]]:
+    """Asks ``how_many`` trials and builds their jobs; a trial whose job is invalid is told as
+    failed and its errors returned."""
+    import optuna
+
+    storage = _storage(settings.database_url)
+    study = optuna.load_study(study_name=sweep_id, storage=storage)
+    seed = spec["seeds"][0]
+    study.sampler = optuna.samplers.TPESampler(seed=seed * 100_003 + len(study.trials))
+    distributions = _distributions(spec["search"]["space"])
+    jobs, cells, errors = [], [], []
+    for index in range(how_many):
+        trial = study.ask(distributions)
+        params = {k: trial.params[k] for k in spec["search"]["space"]}
+        job, job_errors = build(params, seed, cell_offset + index)
+        if job is None:
+            study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+            errors += job_errors
+            continue
+        jobs.append(job)
+        cells.append(
+            {"params": params, "seed": seed, "job": job.id, "trial": trial.number, "told": False}
+        )
+    return jobs, cells, errors
+
+
+def create_search(
+    session: Session,
+    settings: Settings,
+    user: User,
+    body: SweepCreate,
+    sweep: Sweep,
+    build: Any,
+    enqueue: Enqueue,
+) -> Sweep:
+    """Creates the study and the first trials' jobs (``build(params, seed, index)`` → ``(job,
+    errors)``); 422 when a trial's job is invalid, leaving no study and no job."""
+    import optuna
+
+    assert body.search is not None
+    spec = body.model_dump(mode="json")
+    storage = _storage(settings.database_url)
+    optuna.create_study(storage=storage, study_name=sweep.id, direction="maximize")
+    first = min(body.search.parallel, body.search.trials)
+    jobs, cells, errors = _ask(session, settings, user, sweep.id, spec, first, build, 0)
+    if errors:
+        optuna.delete_study(study_name=sweep.id, storage=storage)
+        raise InvalidInputError(_remap(errors, spec["search"]["space"]))
+    sweep.cells = cells
+    for job in jobs:
+        job.sweep_id = sweep.id
+    begin_write(session)
+    session.add(sweep)
+    session.add_all(jobs)
+    session.commit()
+    logger.info("adaptive sweep %s created by %s: %d trials", sweep.id, user.name, len(jobs))
+    for job in jobs:
+        _send(session, job, enqueue)
+    return sweep
+
+
+def _objective(session: Session, job: Job, weights: dict[str, float]) -> float | None:
+    """The weighted validation metrics of the job's best epoch (its last without one)."""
+    points = {
+        p.epoch: p.metrics
+        for p in session.scalars(select(MetricPoint).where(MetricPoint.job_id == job.id))
+    }
+    if not points:
+        return None
+    best = (job.result or {}).get("best_epoch")
+    metrics = points.get(best) if best in points else points[max(points)]
+    values = [metrics.get(k) for k in weights]
+    if any(not isinstance(v, int | float) for v in values):
+        return None
+    return float(sum(w * float(v) for w, v in zip(weights.values(), values, strict=True)))
+
+
+def advance(
+    session: Session, settings: Settings, user: User, sweep: Sweep, build: Any, enqueue: Enqueue
+) -> Sweep:
+    """Tells the study about every finished trial and asks the next ones (see the module)."""
+    import optuna
+
+    search = (sweep.spec or {}).get("search")
+    if not search or sweep.cancel_requested:
+        return sweep
+    by_id = {j.id: j for j in sweep.jobs}
+    cells = copy.deepcopy(sweep.cells)
+    known = len(cells)
+    storage = _storage(settings.database_url)
+    study = optuna.load_study(study_name=sweep.id, storage=storage)
+    weights = _weights(search["objective"])
+    changed = False
+    for cell in cells:
+        job = by_id.get(cell["job"])
+        if cell.get("told") or job is None or job.status not in TERMINAL_STATUSES:
+            continue
+        value = _objective(session, job, weights) if job.status == "succeeded" else None
+        try:
+            if value is None:
+                study.tell(cell["trial"], state=optuna.trial.TrialState.FAIL)
+            else:
+                study.tell(cell["trial"], value)
+        except ValueError:
+            pass  # told by a concurrent read
+        cell["told"], cell["value"], changed = True, value, True
+    active = sum(1 for c in cells if not c.get("told"))
+    need = min(search["parallel"] - active, search["trials"] - len(cells))
+    jobs: list[Job] = []
+    if need > 0:
+        jobs, new_cells, errors = _ask(
+            session, settings, user, sweep.id, sweep.spec, need, build, len(cells)
+        )
+        for error in errors:
+            logger.warning("sweep %s: a trial's job is invalid: %s", sweep.id, error.msg)
+        cells += new_cells
+        changed = changed or bool(new_cells)
+    if not changed:
+        return sweep
+    begin_write(session)
+    locked = session.scalar(
+        select(Sweep)
+        .where(Sweep.id == sweep.id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    if locked is None or len(locked.cells) != known or locked.cancel_requested:
+        session.rollback()  # another read advanced it first: its trials stand
+        for job in jobs:
+            study.tell(int(_trial_of(cells, job.id)), state=optuna.trial.TrialState.FAIL)
+        return sweep
+    locked.cells = cells
+    for job in jobs:
+        job.sweep_id = sweep.id
+    session.add_all(jobs)
+    session.commit()
+    for job in jobs:
+        _send(session, job, enqueue)
+    session.refresh(locked)
+    return locked
+
+
+def _trial_of(cells: list[dict[str, Any]], job_id: str) -> int:
+    return next(c["trial"] for c in cells if c["job"] == job_id)
+
+
+def best_trial(sweep: Sweep) -> dict[str, Any] | None:
+    """The told trial with the highest objective: ``{"params", "objective", "job"}``."""
+    told = [c for c in sweep.cells if c.get("value") is not None]
+    if not told:
+        return None
+    best = max(told, key=lambda c: c["value"])
+    return {"params": best["params"], "objective": best["value"], "job": best["job"]}
