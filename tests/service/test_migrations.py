@@ -8,7 +8,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine, insert, inspect
+from sqlalchemy import create_engine, insert, inspect, select
 from sqlalchemy.exc import IntegrityError, StatementError
 from sqlalchemy.orm import Session
 
@@ -198,7 +198,8 @@ def test_request_hash_migration_hashes_the_spec_of_keyed_jobs(empty_url):
             session.commit()
         upgrade_database(empty_url, "0002")
         with Session(engine) as session:
-            assert session.get(Job, "j_keyed").request_hash == job_request_hash(spec)
-            assert session.get(Job, "j_plain").request_hash is None
+            # the column alone: later revisions add columns this revision does not have
+            hashes = dict(session.execute(select(Job.id, Job.request_hash)).all())
+            assert hashes == {"j_keyed": job_request_hash(spec), "j_plain": None}
     finally:
         engine.dispose()
