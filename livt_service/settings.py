@@ -63,6 +63,28 @@ class Settings(BaseSettings):
         32, ge=0, le=MAX_NUM_WORKERS, description="most data.num_workers per training process"
     )
     default_queue: str = Field("default", min_length=1)
+    allow_unknown_queues: bool = Field(
+        False,
+        description="accept jobs for a queue no worker has served yet (its workers start later); "
+        "unset: such a spec is a 422 naming resources.queue and the known queues",
+    )
+    worker_address: str | None = Field(
+        None,
+        description="the address other hosts reach this worker's host at (multi-node "
+        "rendezvous); unset: the address the host name resolves to",
+    )
+    gang_timeout_seconds: float = Field(
+        300.0,
+        gt=0,
+        description="how long the nodes of a multi-node job wait for the whole gang before "
+        "their slots are released and the job waits in the queue again",
+    )
+    rendezvous_port: int = Field(
+        29400,
+        ge=1,
+        le=65535,
+        description="TCP port of the c10d rendezvous on node 0 of a multi-node job",
+    )
     heartbeat_seconds: float = Field(5.0, gt=0)
     worker_lost_seconds: float = Field(60.0, gt=0)
     worker_restart_delay_max_seconds: float = Field(

@@ -37,6 +37,7 @@ from livt_service.models import (
     LogLine,
     MetricPoint,
     Worker,
+    WorkerQueue,
     utcnow,
 )
 
@@ -229,8 +230,10 @@ def register_artifacts(
 # --------------------------------------------------------------------------- claim and run
 
 
-def claim_job(job_id: str, worker_id: str) -> ClaimedJob | None:
+def claim_job(job_id: str, worker_id: str, devices: str | None = None) -> ClaimedJob | None:
     """Atomically moves a queued job to ``running`` on ``worker_id``.
+
+    ``devices``: what the worker hands the attempt (``cpu`` or GPU ids ``0,1``), kept in the row.
 
     Exactly one of several workers racing for the same job gets it: the conditional UPDATE
     (``status = 'queued' AND NOT cancel_requested`` and, for a pipeline stage, a succeeded
@@ -255,6 +258,7 @@ def claim_job(job_id: str, worker_id: str) -> ClaimedJob | None:
                 started_at=func.coalesce(Job.started_at, now),
                 heartbeat_at=now,
                 updated_at=now,
+                **({} if devices is None else {"devices": devices}),
             )
             .execution_options(synchronize_session=False)
         )
@@ -271,11 +275,12 @@ def claim_job(job_id: str, worker_id: str) -> ClaimedJob | None:
         else:
             attempt_row.worker_id, attempt_row.started_at = worker_id, now
             attempt_row.ended_at = attempt_row.outcome = attempt_row.message = None
+        on = f" ({'CPU' if devices == 'cpu' else f'GPUs {devices}'})" if devices else ""
         append_log(
             session,
             job_id,
             job.attempt,
-            f"attempt {job.attempt} started on worker {worker_id}",
+            f"attempt {job.attempt} started on worker {worker_id}{on}",
             "INFO",
         )
         return ClaimedJob(
@@ -700,8 +705,12 @@ def resend_stranded(job_id: str, grace_seconds: float, *, enqueue: Enqueue | Non
 # --------------------------------------------------------------------------- worker registry
 
 
-def register_worker(worker_id: str, queues: Sequence[str], gpus: int) -> None:
-    """Announces (or re-announces) a worker, its queues and GPU count, for the API's checks."""
+def register_worker(
+    worker_id: str, queues: Sequence[str], gpus: int, address: str | None = None
+) -> None:
+    """Announces (or re-announces) a worker, its queues, GPU count and host address (for the
+    API's checks and the rendezvous of multi-node jobs); its queues count as served from now on
+    (``worker_queues``, which the API checks a spec's ``resources.queue`` against)."""
     now = utcnow()
     with _writing() as session:
         _upsert(
@@ -713,15 +722,24 @@ def register_worker(worker_id: str, queues: Sequence[str], gpus: int) -> None:
                     "hostname": socket.gethostname(),
                     "queues": list(queues),
                     "gpus": int(gpus),
+                    "address": address,
                     "started_at": now,
                     "heartbeat_at": now,
                 }
             ],
             ["id"],
         )
+        _upsert(
+            session,
+            WorkerQueue.__table__,
+            [{"name": name, "last_served_at": now} for name in dict.fromkeys(queues)],
+            ["name"],
+        )
 
 
-def worker_heartbeat(worker_id: str, queues: Sequence[str], gpus: int) -> None:
+def worker_heartbeat(
+    worker_id: str, queues: Sequence[str], gpus: int, address: str | None = None
+) -> None:
     """Refreshes the worker's heartbeat (re-registering it if its row was removed)."""
     with _writing() as session:
         touched = session.execute(
@@ -732,7 +750,7 @@ def worker_heartbeat(worker_id: str, queues: Sequence[str], gpus: int) -> None:
         )
         if touched.rowcount == 1:
             return
-    register_worker(worker_id, queues, gpus)
+    register_worker(worker_id, queues, gpus, address)
 
 
 def unregister_worker(worker_id: str) -> None:

@@ -30,6 +30,7 @@ from api.schemas import (
     MetricPointPublic,
 )
 from api.services import jobs as service
+from api.services.pending import pending_reason, pending_reasons
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
@@ -70,13 +71,14 @@ def create_job(
     job, created = service.create_job(session, settings, user, spec, enqueue)
     if not created:
         response.status_code = status.HTTP_200_OK
-    return JobPublic.from_job(job)
+    return JobPublic.from_job(job, pending_reason(session, settings, job))
 
 
 @router.get("", response_model=JobList, responses=_VALIDATION)
 def list_jobs(
     *,
     session: SessionDep,
+    settings: SettingsDep,
     user: CurrentUser,
     status_: Annotated[JobStatus | None, Query(alias="status")] = None,
     kind: JobKind | None = None,
@@ -87,12 +89,18 @@ def list_jobs(
     jobs, next_cursor = service.list_jobs(
         session, user, status=status_, kind=kind, limit=limit, cursor=cursor
     )
-    return JobList(items=[JobSummary.from_job(j) for j in jobs], next_cursor=next_cursor)
+    reasons = pending_reasons(session, settings, jobs)
+    return JobList(
+        items=[JobSummary.from_job(j, reasons.get(j.id)) for j in jobs], next_cursor=next_cursor
+    )
 
 
 @router.get("/{job_id}", response_model=JobPublic, responses=_NOT_FOUND)
-def get_job(*, job_id: JobId, session: SessionDep, user: CurrentUser) -> JobPublic:
-    return JobPublic.from_job(service.get_job(session, user, job_id))
+def get_job(
+    *, job_id: JobId, session: SessionDep, settings: SettingsDep, user: CurrentUser
+) -> JobPublic:
+    job = service.get_job(session, user, job_id)
+    return JobPublic.from_job(job, pending_reason(session, settings, job))
 
 
 @router.post(
