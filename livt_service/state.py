@@ -301,6 +301,28 @@ def job_gpus(job_id: str) -> int | None:
         return session.scalar(select(Job.gpus).where(Job.id == job_id))
 
 
+@dataclass(frozen=True)
+class JobNeeds:
+    """What a job asks of a worker: ``gpus`` processes on each of ``nodes`` hosts, on the CPU
+    when its config says ``device: cpu``."""
+
+    gpus: int
+    nodes: int
+    cpu_only: bool
+
+
+def job_needs(job_id: str) -> JobNeeds | None:
+    """The resources job ``job_id`` asks for (None for an unknown id)."""
+    with session_scope() as session:
+        row = session.execute(
+            select(Job.gpus, Job.nodes, Job.config).where(Job.id == job_id)
+        ).first()
+    if row is None:
+        return None
+    device = (row.config or {}).get("device")
+    return JobNeeds(gpus=int(row.gpus), nodes=int(row.nodes or 1), cpu_only=device == "cpu")
+
+
 def job_status(job_id: str) -> str | None:
     """The job's current status (None for an unknown id)."""
     with session_scope() as session:

@@ -16,6 +16,8 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from worker.devices import DevicePool
+
 logger = logging.getLogger(__name__)
 
 
@@ -56,37 +58,19 @@ class WorkerContext:
     shutdown: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
-        self._free = list(self.devices)
-        self._cond = threading.Condition()
+        self.pool = DevicePool(self.devices, owner=self.worker_id)
 
     @property
     def gpus(self) -> int:
         return len(self.devices)
 
     def acquire(self, count: int) -> list[str]:
-        """Takes ``count`` GPUs for a job, waiting while concurrent jobs hold them.
-
-        A worker without GPUs runs every job on the CPU and hands out none. Raises ValueError
-        when ``count`` exceeds the worker's GPUs (the job was routed to the wrong queue).
-        """
-        if not self.devices:
-            return []
-        if count > len(self.devices):
-            raise ValueError(
-                f"the job asks for {count} GPUs but worker {self.worker_id} has "
-                f"{len(self.devices)}; send it to a queue whose workers have enough GPUs"
-            )
-        with self._cond:
-            self._cond.wait_for(lambda: len(self._free) >= count)
-            taken, self._free = self._free[:count], self._free[count:]
-            return taken
+        """Takes ``count`` GPUs for a job, waiting while concurrent jobs hold them (see
+        :class:`worker.devices.DevicePool`)."""
+        return self.pool.acquire(count)
 
     def release(self, devices: Sequence[str]) -> None:
-        if not devices:
-            return
-        with self._cond:
-            self._free.extend(devices)
-            self._cond.notify_all()
+        self.pool.release(devices)
 
 
 _lock = threading.Lock()

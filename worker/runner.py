@@ -44,6 +44,7 @@ from livt_core.paths import PathPolicy
 from livt_service import state
 from livt_service.settings import get_settings
 from livt_service.state import ClaimedJob, Finish, LogRecord
+from worker.devices import device_env
 from worker.observer import (
     EXIT_CANCELLED,
     EXIT_REASONS,
@@ -264,9 +265,7 @@ class JobRunner:
     def _launch(self) -> subprocess.Popen:
         nproc = self._nproc()
         argv = training_command(self.job, self.run_dir, nproc, self.paths)
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        if self.devices is not None:
-            env["CUDA_VISIBLE_DEVICES"] = ",".join(self.devices)
+        env = dict(os.environ, PYTHONUNBUFFERED="1", **device_env(self.devices))
         # torchrun stops its own workers on SIGTERM; a single process is simply killed
         death = signal.SIGTERM if nproc > 1 else signal.SIGKILL
         self.proc = spawn_tied_to_parent(
@@ -285,7 +284,8 @@ class JobRunner:
             )
             reader.start()
             self.readers.append(reader)
-        self.log(f"training process {self.proc.pid} started: {' '.join(argv[1:])}")
+        shown = "" if self.devices is None else f" (CUDA_VISIBLE_DEVICES={','.join(self.devices)})"
+        self.log(f"training process {self.proc.pid} started{shown}: {' '.join(argv[1:])}")
         return self.proc
 
     def _follow(self, proc: subprocess.Popen) -> None:

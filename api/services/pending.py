@@ -139,8 +139,6 @@ def _queues(raw: Any) -> list[str]:
     return [str(q) for q in value] if isinstance(value, list) else []
 
 
-
-
 def pending_reason(session: Session, settings: Settings, job: Job) -> str | None:
     """The pending reason of one job (None unless it is queued)."""
     return pending_reasons(session, settings, [job]).get(job.id)

@@ -148,8 +148,8 @@ def test_unknown_queues_are_accepted_when_the_setting_allows_them(
     from api.main import create_app
 
     app = create_app(allow_unknown_queues)
-    app.dependency_overrides[get_enqueuer] = lambda: lambda job_id, queue: enqueued.append(
-        (job_id, queue)
+    app.dependency_overrides[get_enqueuer] = lambda: (
+        lambda job_id, queue: enqueued.append((job_id, queue))
     )
     with TestClient(app) as client:
         spec = {**PRETRAIN, "resources": {"queue": "later"}}

@@ -18,7 +18,9 @@ def _livt(client, user) -> LivtClient:
     return livt
 
 
-def test_show_and_jobs_print_the_pending_reason_and_cpu(client, user, make_job, make_worker, capsys):
+def test_show_and_jobs_print_the_pending_reason_and_cpu(
+    client, user, make_job, make_worker, capsys
+):
     make_worker(gpus=0, queues=["default"])
     waiting = make_job(queue="default", devices="cpu")
     livt = _livt(client, user)
