@@ -22,7 +22,6 @@ import pytest
 from sqlalchemy import create_engine, select
 
 from livt_service.models import Worker
-
 from tests.live_server import TINY_FINETUNE, LiveServer, server_env
 from tests.worker.test_support import log_messages, wait_status, wait_until
 from worker.devices import DevicePool, device_env, devices_record, gpus_to_take
