@@ -48,6 +48,20 @@ def detect_gpus() -> list[str]:
     return [str(i) for i, line in enumerate(out.stdout.splitlines()) if line.startswith("GPU")]
 
 
+def worker_address() -> str:
+    """The address other hosts reach this worker at: ``LIVT_WORKER_ADDRESS``, else what the host
+    name resolves to (``127.0.0.1`` when it does not resolve)."""
+    from livt_service.settings import get_settings
+
+    configured = get_settings().worker_address
+    if configured:
+        return configured
+    try:
+        return socket.gethostbyname(socket.gethostname())
+    except OSError:
+        return "127.0.0.1"
+
+
 @dataclass
 class WorkerContext:
     """The identity of a worker process and the GPUs it hands out to its jobs."""

@@ -82,6 +82,9 @@ END_EXIT_GRACE_SECONDS = 30.0
 #: Seconds the final writes of a job keep retrying while the database is unreachable.
 FINAL_WRITE_PATIENCE = 300.0
 
+#: The module that launches several training processes (``python -m torch.distributed.run``).
+TORCHRUN = "torch.distributed.run"
+
 #: Sets PR_SET_PDEATHSIG, checks that the parent is still there, then becomes the real command.
 #: Done in a fresh interpreter rather than a ``preexec_fn``, which is unsafe in a threaded worker.
 _LAUNCHER = (
@@ -150,7 +153,7 @@ def training_command(
     return [
         sys.executable,
         "-m",
-        "torch.distributed.run",
+        TORCHRUN,
         "--standalone",
         f"--nproc_per_node={nproc}",
         *train,
@@ -262,12 +265,16 @@ class JobRunner:
     def _nproc(self) -> int:
         return max(1, int(self.job.gpus))
 
+    def _command(self, nproc: int) -> list[str]:
+        """The child's command line (multi-node runs change it: ``worker.gang``)."""
+        return training_command(self.job, self.run_dir, nproc, self.paths)
+
     def _launch(self) -> subprocess.Popen:
         nproc = self._nproc()
-        argv = training_command(self.job, self.run_dir, nproc, self.paths)
+        argv = self._command(nproc)
         env = dict(os.environ, PYTHONUNBUFFERED="1", **device_env(self.devices))
         # torchrun stops its own workers on SIGTERM; a single process is simply killed
-        death = signal.SIGTERM if nproc > 1 else signal.SIGKILL
+        death = signal.SIGTERM if TORCHRUN in argv else signal.SIGKILL
         self.proc = spawn_tied_to_parent(
             argv,
             death_signal=death,
