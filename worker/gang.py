@@ -8,7 +8,8 @@ node starts::
 
     python -m torch.distributed.run --nnodes=N --node_rank=k --nproc_per_node=G \\
         --rdzv_backend=c10d --rdzv_endpoint=<node 0 host:port> --rdzv_id=<job>-<attempt> \\
-        --rdzv_conf=is_host=<k == 0>,join_timeout=<gang timeout> --max_restarts=0 ...
+        --rdzv_conf=is_host=<k == 0>,join_timeout=<gang timeout> --local_addr=<this host> \
+        --max_restarts=0 ...
 
 torch's own elastic rendezvous forms the process group; the engine needs nothing else (global
 rank 0, on node 0, writes checkpoints, results and the event stream into the shared artifact
@@ -84,6 +85,7 @@ def gang_command(
         "--rdzv_backend=c10d",
         f"--rdzv_endpoint={endpoint}",
         f"--rdzv_id={job.id}-{job.attempt}",
+        f"--local_addr={slot.address.rsplit(':', 1)[0]}",
         f"--rdzv_conf=is_host={'1' if slot.node_rank == 0 else '0'},"
         f"join_timeout={int(join_timeout)}",
         "--max_restarts=0",

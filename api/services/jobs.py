@@ -513,17 +513,6 @@ def build_job(
                 "nodes_need_production",
             )
         )
-    limit = gpu_limit(session, settings, queue)
-    if spec.resources.gpus > limit:
-        errors.append(
-            FieldError(
-                (*loc, "resources", "gpus"),
-                f"asks for {spec.resources.gpus} GPUs but no worker of queue {queue!r} offers "
-                f"more than {limit}; set resources.gpus to {limit} or less, or start a worker "
-                "with more GPUs",
-                "too_many_gpus",
-            )
-        )
 
     overrides = deep_merge(init.inherited, {"data": dataset_data} if dataset_data else {})
     overrides = deep_merge(overrides, run_fields)
@@ -542,6 +531,18 @@ def build_job(
         errors += _site_limits(settings, config, loc)
         errors += _confine_paths(settings, kind, config, init, loc)
         errors += _check_loss_options(config, loc)
+    # a CPU run's processes take no GPU: only GPU runs are held to what the workers offer
+    limit = gpu_limit(session, settings, queue)
+    if config.get("device") != CPU and spec.resources.gpus > limit:
+        errors.append(
+            FieldError(
+                (*loc, "resources", "gpus"),
+                f"asks for {spec.resources.gpus} GPUs but no worker of queue {queue!r} offers "
+                f"more than {limit}; set resources.gpus to {limit} or less, or start a worker "
+                "with more GPUs",
+                "too_many_gpus",
+            )
+        )
     if errors:
         raise InvalidInputError(errors)
 
