@@ -79,12 +79,6 @@ class Settings(BaseSettings):
         description="how long the nodes of a multi-node job wait for the whole gang before "
         "their slots are released and the job waits in the queue again",
     )
-    rendezvous_port: int = Field(
-        29400,
-        ge=1,
-        le=65535,
-        description="TCP port of the c10d rendezvous on node 0 of a multi-node job",
-    )
     heartbeat_seconds: float = Field(5.0, gt=0)
     worker_lost_seconds: float = Field(60.0, gt=0)
     worker_restart_delay_max_seconds: float = Field(
