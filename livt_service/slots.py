@@ -22,14 +22,14 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
-from sqlalchemy import delete, exists, func, or_, select, update
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import aliased
 
 from livt_service import state
 from livt_service.db import session_scope
-from livt_service.models import ACTIVE_STATUSES, Job, JobAttempt, JobSlot, utcnow
+from livt_service.models import ACTIVE_STATUSES, Job, JobSlot, utcnow
 from livt_service.settings import get_settings
 from livt_service.state import ClaimedJob, Enqueue, _default_enqueue, _requeue, _writing
 
@@ -68,19 +68,10 @@ def claim_slot(
     node 0's worker.
     """
     now = utcnow()
-    parent = aliased(Job)
-    predecessor_done = exists().where(parent.id == Job.depends_on, parent.status == "succeeded")
     invite: tuple[str, str] | None = None
     with _writing() as session:
         job = session.scalar(
-            select(Job)
-            .where(
-                Job.id == job_id,
-                Job.status == "queued",
-                Job.cancel_requested.is_(False),
-                or_(Job.depends_on.is_(None), predecessor_done),
-            )
-            .with_for_update()
+            select(Job).where(Job.id == job_id, *state.claimable()).with_for_update()
         )
         if job is None:
             return SlotClaim(None)
@@ -132,16 +123,7 @@ def claim_slot(
             job.status, job.worker_id = "running", owner
             job.started_at = job.started_at or now
             job.heartbeat_at = job.updated_at = now
-            attempt_row = session.scalar(
-                select(JobAttempt).where(JobAttempt.job_id == job_id, JobAttempt.number == attempt)
-            )
-            if attempt_row is None:
-                session.add(
-                    JobAttempt(job_id=job_id, number=attempt, worker_id=owner, started_at=now)
-                )
-            else:
-                attempt_row.worker_id, attempt_row.started_at = owner, now
-                attempt_row.ended_at = attempt_row.outcome = attempt_row.message = None
+            state.open_attempt(session, job_id, attempt, owner, now)
         else:
             job.updated_at = now
             invite = (job.id, job.queue)
@@ -149,6 +131,16 @@ def claim_slot(
     if invite is not None:
         (enqueue or _default_enqueue)(*invite)
     return SlotClaim(claimed, complete=complete)
+
+
+def _of_attempt(slot: Slot) -> tuple[Any, ...]:
+    """The rows of ``slot``'s attempt."""
+    return (JobSlot.job_id == slot.job_id, JobSlot.attempt == slot.attempt)
+
+
+def _mine(slot: Slot) -> tuple[Any, ...]:
+    """The row of ``slot`` itself."""
+    return (*_of_attempt(slot), JobSlot.worker_id == slot.worker_id)
 
 
 def _slot(row: JobSlot, nodes: int) -> Slot:
@@ -159,9 +151,7 @@ def gang(slot: Slot) -> list[Slot]:
     """The slots of ``slot``'s attempt, by node rank (fewer than ``nodes`` while filling)."""
     with session_scope() as session:
         rows = session.scalars(
-            select(JobSlot)
-            .where(JobSlot.job_id == slot.job_id, JobSlot.attempt == slot.attempt)
-            .order_by(JobSlot.node_rank)
+            select(JobSlot).where(*_of_attempt(slot)).order_by(JobSlot.node_rank)
         ).all()
         return [_slot(r, slot.nodes) for r in rows]
 
@@ -177,18 +167,7 @@ def running_claim(slot: Slot) -> ClaimedJob | None:
                 Job.status.in_(ACTIVE_STATUSES),
             )
         )
-        if job is None:
-            return None
-        return ClaimedJob(
-            id=job.id,
-            kind=job.kind,
-            attempt=job.attempt,
-            config=dict(job.config),
-            gpus=job.gpus,
-            queue=job.queue,
-            artifact_dir=job.artifact_dir,
-            worker_id=str(job.worker_id),
-        )
+        return None if job is None else ClaimedJob.of(job, str(job.worker_id))
 
 
 def attempt_state(slot: Slot) -> str | None:
@@ -212,13 +191,7 @@ def release_slot(slot: Slot) -> bool:
         )
         if queued is None:
             return False
-        session.execute(
-            delete(JobSlot).where(
-                JobSlot.job_id == slot.job_id,
-                JobSlot.attempt == slot.attempt,
-                JobSlot.worker_id == slot.worker_id,
-            )
-        )
+        session.execute(delete(JobSlot).where(*_mine(slot)))
         state.append_log(
             session,
             slot.job_id,
@@ -235,11 +208,7 @@ def beat_slot(slot: Slot) -> bool:
     with _writing() as session:
         touched = session.execute(
             update(JobSlot)
-            .where(
-                JobSlot.job_id == slot.job_id,
-                JobSlot.attempt == slot.attempt,
-                JobSlot.worker_id == slot.worker_id,
-            )
+            .where(*_mine(slot))
             .values(heartbeat_at=utcnow())
             .execution_options(synchronize_session=False)
         )
@@ -254,11 +223,7 @@ def silent_nodes(slot: Slot, lost_after_seconds: float) -> list[int]:
     with session_scope() as session:
         fresh = set(
             session.scalars(
-                select(JobSlot.node_rank).where(
-                    JobSlot.job_id == slot.job_id,
-                    JobSlot.attempt == slot.attempt,
-                    JobSlot.heartbeat_at >= cutoff,
-                )
+                select(JobSlot.node_rank).where(*_of_attempt(slot), JobSlot.heartbeat_at >= cutoff)
             )
         )
     present = {m.node_rank for m in members}
@@ -283,9 +248,7 @@ def end_attempt(slot: Slot, message: str, *, enqueue: Enqueue | None = None) -> 
         )
         if job is None:
             return False
-        session.execute(
-            delete(JobSlot).where(JobSlot.job_id == slot.job_id, JobSlot.attempt == slot.attempt)
-        )
+        session.execute(delete(JobSlot).where(*_of_attempt(slot)))
         logger.warning("job %s: %s", slot.job_id, message)
         send = _requeue(session, job, outcome="worker_lost", message=message, count_as_lost=True)
     if send is not None:

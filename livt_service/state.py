@@ -72,6 +72,19 @@ class ClaimedJob:
     artifact_dir: str
     worker_id: str
 
+    @classmethod
+    def of(cls, job: Job, worker_id: str) -> ClaimedJob:
+        return cls(
+            id=job.id,
+            kind=job.kind,
+            attempt=job.attempt,
+            config=dict(job.config),
+            gpus=job.gpus,
+            queue=job.queue,
+            artifact_dir=job.artifact_dir,
+            worker_id=worker_id,
+        )
+
 
 @dataclass
 class LogRecord:
@@ -230,6 +243,18 @@ def register_artifacts(
 # --------------------------------------------------------------------------- claim and run
 
 
+def claimable() -> tuple[Any, ...]:
+    """The conditions of a job a worker may take now: queued, no cancel request, and no
+    predecessor (pipeline stage) that has not succeeded."""
+    parent = aliased(Job)
+    predecessor_done = exists().where(parent.id == Job.depends_on, parent.status == "succeeded")
+    return (
+        Job.status == "queued",
+        Job.cancel_requested.is_(False),
+        or_(Job.depends_on.is_(None), predecessor_done),
+    )
+
+
 def claim_job(job_id: str, worker_id: str, devices: str | None = None) -> ClaimedJob | None:
     """Atomically moves a queued job to ``running`` on ``worker_id``.
 
@@ -241,17 +266,10 @@ def claim_job(job_id: str, worker_id: str, devices: str | None = None) -> Claime
     job cannot be claimed (unknown, already taken, finished, cancelled, or still waiting).
     """
     now = utcnow()
-    parent = aliased(Job)
-    predecessor_done = exists().where(parent.id == Job.depends_on, parent.status == "succeeded")
     with _writing() as session:
         claimed = session.execute(
             update(Job)
-            .where(
-                Job.id == job_id,
-                Job.status == "queued",
-                Job.cancel_requested.is_(False),
-                or_(Job.depends_on.is_(None), predecessor_done),
-            )
+            .where(Job.id == job_id, *claimable())
             .values(
                 status="running",
                 worker_id=worker_id,
@@ -265,16 +283,7 @@ def claim_job(job_id: str, worker_id: str, devices: str | None = None) -> Claime
         if claimed.rowcount != 1:
             return None
         job = session.execute(select(Job).where(Job.id == job_id)).scalar_one()
-        attempt_row = session.scalar(
-            select(JobAttempt).where(JobAttempt.job_id == job_id, JobAttempt.number == job.attempt)
-        )
-        if attempt_row is None:
-            session.add(
-                JobAttempt(job_id=job_id, number=job.attempt, worker_id=worker_id, started_at=now)
-            )
-        else:
-            attempt_row.worker_id, attempt_row.started_at = worker_id, now
-            attempt_row.ended_at = attempt_row.outcome = attempt_row.message = None
+        open_attempt(session, job_id, job.attempt, worker_id, now)
         on = f" ({'CPU' if devices == 'cpu' else f'GPUs {devices}'})" if devices else ""
         append_log(
             session,
@@ -283,22 +292,20 @@ def claim_job(job_id: str, worker_id: str, devices: str | None = None) -> Claime
             f"attempt {job.attempt} started on worker {worker_id}{on}",
             "INFO",
         )
-        return ClaimedJob(
-            id=job.id,
-            kind=job.kind,
-            attempt=job.attempt,
-            config=dict(job.config),
-            gpus=job.gpus,
-            queue=job.queue,
-            artifact_dir=job.artifact_dir,
-            worker_id=worker_id,
-        )
+        return ClaimedJob.of(job, worker_id)
 
 
-def job_gpus(job_id: str) -> int | None:
-    """How many processes (GPUs) the job asks for (None for an unknown id)."""
-    with session_scope() as session:
-        return session.scalar(select(Job.gpus).where(Job.id == job_id))
+def open_attempt(session: Session, job_id: str, number: int, worker_id: str, now: datetime) -> None:
+    """Records attempt ``number`` of the job as started on ``worker_id`` (a fresh row, or the
+    row of a claim that was handed back before the run started)."""
+    row = session.scalar(
+        select(JobAttempt).where(JobAttempt.job_id == job_id, JobAttempt.number == number)
+    )
+    if row is None:
+        session.add(JobAttempt(job_id=job_id, number=number, worker_id=worker_id, started_at=now))
+    else:
+        row.worker_id, row.started_at = worker_id, now
+        row.ended_at = row.outcome = row.message = None
 
 
 @dataclass(frozen=True)
@@ -679,16 +686,9 @@ def stranded_candidates(grace_seconds: float) -> list[tuple[str, str]]:
     unfinished predecessor) that have not changed for ``grace_seconds``: if the broker holds no
     message for one of them (its data was lost), nothing will ever run it."""
     cutoff = utcnow() - timedelta(seconds=grace_seconds)
-    parent = aliased(Job)
-    predecessor_done = exists().where(parent.id == Job.depends_on, parent.status == "succeeded")
     with session_scope() as session:
         rows = session.execute(
-            select(Job.id, Job.queue).where(
-                Job.status == "queued",
-                Job.cancel_requested.is_(False),
-                Job.updated_at < cutoff,
-                or_(Job.depends_on.is_(None), predecessor_done),
-            )
+            select(Job.id, Job.queue).where(*claimable(), Job.updated_at < cutoff)
         ).all()
     return [(r.id, r.queue) for r in rows]
 

@@ -155,20 +155,19 @@ class GangRunner(JobRunner):
         return True
 
     def _flush(self) -> tuple[bool | None, bool]:
-        if not self.leader:
-            return self._member_poll()
-        healthy = self._gang_healthy()
-        if healthy is False:
-            return False, False
-        return super()._flush()
+        return self._step(super()._flush)
 
     def _poll(self) -> tuple[bool | None, bool]:
+        return self._step(super()._poll)
+
+    def _step(self, leader_step: Callable[[], tuple[bool | None, bool]]):
+        """Node 0 checks the gang, then writes or reads the job row as on one node; the other
+        nodes only beat their slot and watch the attempt."""
         if not self.leader:
             return self._member_poll()
-        healthy = self._gang_healthy()
-        if healthy is False:
+        if self._gang_healthy() is False:
             return False, False
-        return super()._poll()
+        return leader_step()
 
     def _member_poll(self) -> tuple[bool | None, bool]:
         """A member writes nothing to the job: its output goes to the worker's log only."""
