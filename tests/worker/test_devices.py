@@ -146,12 +146,13 @@ def test_a_worker_runs_jobs_side_by_side_on_their_own_gpus(gpu_worker) -> None:
         wait_until(registered, timeout=90, what="the worker with 3 GPUs to register")
     finally:
         engine.dispose()
-    longer = {**TINY_FINETUNE, "epochs": 4, "max_steps_per_epoch": 4}
+    longer = {**TINY_FINETUNE, "epochs": 3, "max_steps_per_epoch": 3}
+    short = {**TINY_FINETUNE, "epochs": 1, "warmup_epochs": 0, "max_steps_per_epoch": 2}
     specs = {
         "two": {**longer, "resources": {"gpus": 2}},
-        "one": {**TINY_FINETUNE, "resources": {"gpus": 1}},
-        "two-more": {**TINY_FINETUNE, "resources": {"gpus": 2}},
-        "cpu": {**TINY_FINETUNE, "device": "cpu"},
+        "one": {**short, "resources": {"gpus": 1}},
+        "two-more": {**short, "resources": {"gpus": 2}},
+        "cpu": {**short, "device": "cpu"},
     }
     ids = {}
     for name, spec in specs.items():
