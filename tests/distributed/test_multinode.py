@@ -119,12 +119,17 @@ class Cluster:
     env: dict[str, str] = field(default_factory=dict)
 
 
-def _kill_namespace_processes(name: str) -> None:
+def _pids(name: str) -> set[int]:
+    """The live processes of namespace ``name`` (zombies not counted)."""
     done = _ip("netns", "pids", name, check=False)
-    for pid in done.stdout.split():
+    return {int(p) for p in done.stdout.split() if not process_gone(int(p))}
+
+
+def _kill_namespace_processes(name: str) -> None:
+    for pid in _pids(name):
         try:
-            os.kill(int(pid), signal.SIGKILL)
-        except (ProcessLookupError, ValueError):
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
             pass
 
 
@@ -325,6 +330,13 @@ def test_a_killed_node_ends_the_attempt_everywhere_and_the_job_resumes(cluster, 
         lambda: all(process_gone(p) for p in victim_children + leader_children),
         timeout=30,
         what="every training process of attempt 1 to exit",
+    )
+    # no orphan on either host: the victim's namespace is empty, the survivor's holds its worker
+    wait_until(lambda: not _pids(victim.name), timeout=30, what=f"{victim.name} to be empty")
+    wait_until(
+        lambda: _pids(survivor.name) <= {survivor.process.pid},
+        timeout=30,
+        what=f"only the worker to be left in {survivor.name}",
     )
     victim.start_worker()  # the host comes back: a fresh gang forms for attempt 2
     job = _wait_finished(job_id, 180)
