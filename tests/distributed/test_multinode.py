@@ -133,8 +133,10 @@ def _kill_namespace_processes(name: str) -> None:
             pass
 
 
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """The two hosts and their services, shared by the tests of this module."""
+    tmp_path = tmp_path_factory.mktemp("multinode")
     problem = _netns_problem()
     if problem is not None:
         pytest.skip(f"cannot make network namespaces: {problem}")
@@ -201,6 +203,7 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
 @pytest.fixture
 def service(cluster: Cluster, monkeypatch: pytest.MonkeyPatch):
     """This process as the API of the cluster: its settings point at the cluster's services."""
+    from livt_service.db import dispose_engines
     from livt_service.settings import get_settings
 
     for name in ("LIVT_MODE", "LIVT_DATABASE_URL", "LIVT_BROKER_URL", "LIVT_ARTIFACT_DIR",
@@ -210,6 +213,7 @@ def service(cluster: Cluster, monkeypatch: pytest.MonkeyPatch):
     _wait_workers(2)
     yield get_settings()
     get_settings.cache_clear()
+    dispose_engines()
 
 
 def _wait_workers(count: int, timeout: float = 90) -> None:
@@ -308,7 +312,7 @@ def test_a_killed_node_ends_the_attempt_everywhere_and_the_job_resumes(cluster, 
     from livt_service.db import session_scope
     from livt_service.models import JobAttempt, JobSlot
 
-    spec = {**RUN, "kind": "pretrain", "epochs": 4, "max_steps_per_epoch": 6}
+    spec = {**RUN, "kind": "pretrain", "epochs": 3, "max_steps_per_epoch": 5}
     job_id = _submit(service, {**spec, "resources": {"queue": QUEUE, "gpus": 1, "nodes": 2}})
     run_dir = cluster.artifact_dir / job_id
     wait_until(
