@@ -275,6 +275,7 @@ def _wait_and_run(
     heartbeat_seconds: float | None,
 ) -> str:
     deadline = time.monotonic() + settings.gang_timeout_seconds
+    beaten = time.monotonic()
     while True:
         status = slots.attempt_state(slot)
         if status is None:
@@ -291,7 +292,9 @@ def _wait_and_run(
             return "queued"
         if context.shutdown.is_set() and slots.release_slot(slot):
             return "queued"
-        slots.beat_slot(slot)
+        if time.monotonic() - beaten >= settings.heartbeat_seconds:
+            slots.beat_slot(slot)  # a silent waiting slot is taken over by the next claim
+            beaten = time.monotonic()
         time.sleep(GANG_POLL_SECONDS)
     members = slots.gang(slot)
     claimed = slots.running_claim(slot)
