@@ -27,6 +27,7 @@ from livt_core.contract import JobStatus as JobStatus
 from livt_core.contract import Kind as JobKind
 from livt_core.paths import PathStr, SafeStr
 from livt_service import models
+from livt_service.labels import device_label
 
 _QUEUE_PATTERN = r"^[A-Za-z0-9._-]{1,100}$"
 _NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,99}$"
@@ -37,6 +38,8 @@ ID_PATTERN = r"^[A-Za-z0-9_-]{1,100}$"
 ARTIFACT_NAME_PATTERN = r"^[A-Za-z0-9._-]{1,200}$"
 #: Most processes one job may ask for (a site's real limit is LIVT_MAX_GPUS / its workers).
 MAX_GPUS = 1_024
+#: Most hosts one job may span.
+MAX_NODES = 256
 
 
 def _invalid(message: str) -> PydanticCustomError:
@@ -58,7 +61,18 @@ class Resources(BaseModel):
         description="processes (GPUs) the run uses; at most what a worker of the queue offers "
         "(LIVT_MAX_GPUS without one)",
     )
-    queue: SafeStr | None = Field(None, description="Celery queue; default LIVT_DEFAULT_QUEUE")
+    nodes: Annotated[int, Strict()] = Field(
+        1,
+        ge=1,
+        le=MAX_NODES,
+        description="hosts the run spans, gpus processes on each (above 1: gang-scheduled, "
+        "production mode)",
+    )
+    queue: SafeStr | None = Field(
+        None,
+        description="Celery queue; default LIVT_DEFAULT_QUEUE. Must be a queue some worker has "
+        "served, unless LIVT_ALLOW_UNKNOWN_QUEUES is set",
+    )
 
     @field_validator("gpus")
     @classmethod
@@ -268,6 +282,11 @@ class JobSummary(BaseModel):
     loss: str | None
     queue: str
     gpus: int
+    nodes: int = Field(1, description="hosts the run spans, gpus processes on each")
+    devices: str = Field(description="what it runs on: CPU, 1 GPU, 2 nodes × 4 GPUs")
+    pending_reason: str | None = Field(
+        None, description="why a queued job waits (None for any other status)"
+    )
     attempt: int
     progress: JobProgress | None
     result: JobResult | None
@@ -286,7 +305,7 @@ class JobSummary(BaseModel):
     updated_at: datetime
 
     @classmethod
-    def _fields_of(cls, job: models.Job) -> dict[str, Any]:
+    def _fields_of(cls, job: models.Job, pending_reason: str | None = None) -> dict[str, Any]:
         failure = None
         if job.failure_reason is not None:
             failure = JobFailure(
@@ -305,6 +324,9 @@ class JobSummary(BaseModel):
             "loss": job.loss,
             "queue": job.queue,
             "gpus": job.gpus,
+            "nodes": job.nodes or 1,
+            "devices": device_label(job),
+            "pending_reason": pending_reason if job.status == "queued" else None,
             "attempt": job.attempt,
             "progress": job.progress,
             "result": job.result,
@@ -324,8 +346,8 @@ class JobSummary(BaseModel):
         }
 
     @classmethod
-    def from_job(cls, job: models.Job) -> JobSummary:
-        return cls.model_validate(cls._fields_of(job))
+    def from_job(cls, job: models.Job, pending_reason: str | None = None) -> JobSummary:
+        return cls.model_validate(cls._fields_of(job, pending_reason))
 
 
 class JobPublic(JobSummary):
@@ -335,8 +357,9 @@ class JobPublic(JobSummary):
     config: dict[str, Any]
 
     @classmethod
-    def from_job(cls, job: models.Job) -> JobPublic:
-        return cls.model_validate({**cls._fields_of(job), "spec": job.spec, "config": job.config})
+    def from_job(cls, job: models.Job, pending_reason: str | None = None) -> JobPublic:
+        fields = cls._fields_of(job, pending_reason)
+        return cls.model_validate({**fields, "spec": job.spec, "config": job.config})
 
 
 class JobList(BaseModel):

@@ -198,6 +198,11 @@ class Job:
     loss: str | None = None
     queue: str | None = None
     gpus: int = 1
+    nodes: int = 1
+    #: what it runs on: ``CPU``, ``1 GPU``, ``2 nodes × 4 GPUs``
+    devices: str | None = None
+    #: why a queued job waits (None for any other status)
+    pending_reason: str | None = None
     attempt: int = 1
     progress: Progress | None = None
     result: Result | None = None
@@ -229,6 +234,7 @@ class Job:
             kind=data["kind"],
             status=data["status"],
             gpus=int(data.get("gpus") or 1),
+            nodes=int(data.get("nodes") or 1),
             attempt=int(data.get("attempt") or 1),
             progress=Progress.from_json(progress) if progress else None,
             result=Result.from_json(result) if result else None,

@@ -310,10 +310,17 @@ def _duration(seconds: float | None) -> str:
     return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
 
 
+def _devices(job: Job) -> str:
+    """``CPU``, ``1 GPU``, ``2 nodes × 4 GPUs`` as the service labels it (older servers: GPUs)."""
+    return job.devices or f"{job.gpus} GPU{'s' if job.gpus != 1 else ''}"
+
+
 def _progress_text(job: Job) -> str:
     p = job.progress
     if job.status == "succeeded":
         return "done"
+    if job.status == "queued" and job.pending_reason:
+        return job.pending_reason
     if p is None or not p.epochs:
         return "-"
     epoch = min((p.epoch or 0) + 1, p.epochs)
@@ -488,8 +495,10 @@ def _show(client: LivtClient, args: argparse.Namespace) -> int:
         ("model", job.model or "-"),
         ("loss", job.loss or "-"),
         ("attempt", str(job.attempt)),
-        ("queue", f"{job.queue or '-'} ({job.gpus} GPU{'s' if job.gpus != 1 else ''})"),
+        ("queue", f"{job.queue or '-'} ({_devices(job)})"),
     ]
+    if job.status == "queued" and job.pending_reason:
+        fields.append(("waiting", job.pending_reason))
     if job.progress is not None and not job.finished:
         fields.append(("progress", _progress_line(job)))
     if job.failure is not None:

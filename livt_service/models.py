@@ -197,6 +197,11 @@ class Job(Base):
     loss: Mapped[str | None] = mapped_column(String(64))
     queue: Mapped[str] = mapped_column(String(100))
     gpus: Mapped[int] = mapped_column(Integer, default=1)
+    #: Hosts the job runs on at once (``gpus`` processes on each); above 1 it is gang-scheduled.
+    nodes: Mapped[int] = mapped_column(Integer, server_default="1")
+    #: What the latest attempt was handed: ``cpu`` or the GPU ids (``0,1``); None before a claim
+    #: (``cpu`` from the start for a job whose config says ``device: cpu``).
+    devices: Mapped[str | None] = mapped_column(String(200))
     idempotency_key: Mapped[str | None] = mapped_column(String(200))
     #: SHA-256 of the canonical request that created the job (``api.services.idempotency``).
     request_hash: Mapped[str | None] = mapped_column(String(64))
@@ -344,6 +349,8 @@ class Worker(Base):
     hostname: Mapped[str] = mapped_column(String(200))
     queues: Mapped[list[str]] = mapped_column(JSONType)
     gpus: Mapped[int] = mapped_column(Integer, default=0)
+    #: The host address other nodes of a multi-node job reach this worker's host at.
+    address: Mapped[str | None] = mapped_column(String(200))
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     heartbeat_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
 
@@ -390,3 +397,36 @@ class WebhookDelivery(Base):
     payload: Mapped[dict[str, Any]]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     delivered_at: Mapped[datetime | None]
+
+
+class WorkerQueue(Base):
+    """A queue some worker has served; rows stay when the workers go (the API's queue check)."""
+
+    __tablename__ = "worker_queues"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    first_served_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_served_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class JobSlot(Base):
+    """One node of a multi-node attempt, held by the worker that claimed it.
+
+    The unique ``(job_id, attempt, node_rank)`` makes each slot go to one worker only, and
+    ``(job_id, attempt, worker_id)`` keeps a worker from holding two nodes of the same gang.
+    """
+
+    __tablename__ = "job_slots"
+    __table_args__ = (
+        UniqueConstraint("job_id", "attempt", "node_rank"),
+        UniqueConstraint("job_id", "attempt", "worker_id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    attempt: Mapped[int]
+    node_rank: Mapped[int]
+    worker_id: Mapped[str] = mapped_column(String(200))
+    address: Mapped[str] = mapped_column(String(200))
+    claimed_at: Mapped[datetime] = mapped_column(default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(default=utcnow)

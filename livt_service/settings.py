@@ -66,6 +66,22 @@ class Settings(BaseSettings):
         200, ge=1, le=10_000, description="most jobs one sweep (POST /sweeps) may create"
     )
     default_queue: str = Field("default", min_length=1)
+    allow_unknown_queues: bool = Field(
+        False,
+        description="accept jobs for a queue no worker has served yet (its workers start later); "
+        "unset: such a spec is a 422 naming resources.queue and the known queues",
+    )
+    worker_address: str | None = Field(
+        None,
+        description="the address other hosts reach this worker's host at (multi-node "
+        "rendezvous); unset: the address the host name resolves to",
+    )
+    gang_timeout_seconds: float = Field(
+        300.0,
+        gt=0,
+        description="how long the nodes of a multi-node job wait for the whole gang before "
+        "their slots are released and the job waits in the queue again",
+    )
     heartbeat_seconds: float = Field(5.0, gt=0)
     worker_lost_seconds: float = Field(60.0, gt=0)
     worker_restart_delay_max_seconds: float = Field(

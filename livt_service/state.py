@@ -37,6 +37,7 @@ from livt_service.models import (
     LogLine,
     MetricPoint,
     Worker,
+    WorkerQueue,
     utcnow,
 )
 
@@ -70,6 +71,19 @@ class ClaimedJob:
     queue: str
     artifact_dir: str
     worker_id: str
+
+    @classmethod
+    def of(cls, job: Job, worker_id: str) -> ClaimedJob:
+        return cls(
+            id=job.id,
+            kind=job.kind,
+            attempt=job.attempt,
+            config=dict(job.config),
+            gpus=job.gpus,
+            queue=job.queue,
+            artifact_dir=job.artifact_dir,
+            worker_id=worker_id,
+        )
 
 
 @dataclass
@@ -229,8 +243,22 @@ def register_artifacts(
 # --------------------------------------------------------------------------- claim and run
 
 
-def claim_job(job_id: str, worker_id: str) -> ClaimedJob | None:
+def claimable() -> tuple[Any, ...]:
+    """The conditions of a job a worker may take now: queued, no cancel request, and no
+    predecessor (pipeline stage) that has not succeeded."""
+    parent = aliased(Job)
+    predecessor_done = exists().where(parent.id == Job.depends_on, parent.status == "succeeded")
+    return (
+        Job.status == "queued",
+        Job.cancel_requested.is_(False),
+        or_(Job.depends_on.is_(None), predecessor_done),
+    )
+
+
+def claim_job(job_id: str, worker_id: str, devices: str | None = None) -> ClaimedJob | None:
     """Atomically moves a queued job to ``running`` on ``worker_id``.
+
+    ``devices``: what the worker hands the attempt (``cpu`` or GPU ids ``0,1``), kept in the row.
 
     Exactly one of several workers racing for the same job gets it: the conditional UPDATE
     (``status = 'queued' AND NOT cancel_requested`` and, for a pipeline stage, a succeeded
@@ -238,62 +266,68 @@ def claim_job(job_id: str, worker_id: str) -> ClaimedJob | None:
     job cannot be claimed (unknown, already taken, finished, cancelled, or still waiting).
     """
     now = utcnow()
-    parent = aliased(Job)
-    predecessor_done = exists().where(parent.id == Job.depends_on, parent.status == "succeeded")
     with _writing() as session:
         claimed = session.execute(
             update(Job)
-            .where(
-                Job.id == job_id,
-                Job.status == "queued",
-                Job.cancel_requested.is_(False),
-                or_(Job.depends_on.is_(None), predecessor_done),
-            )
+            .where(Job.id == job_id, *claimable())
             .values(
                 status="running",
                 worker_id=worker_id,
                 started_at=func.coalesce(Job.started_at, now),
                 heartbeat_at=now,
                 updated_at=now,
+                **({} if devices is None else {"devices": devices}),
             )
             .execution_options(synchronize_session=False)
         )
         if claimed.rowcount != 1:
             return None
         job = session.execute(select(Job).where(Job.id == job_id)).scalar_one()
-        attempt_row = session.scalar(
-            select(JobAttempt).where(JobAttempt.job_id == job_id, JobAttempt.number == job.attempt)
-        )
-        if attempt_row is None:
-            session.add(
-                JobAttempt(job_id=job_id, number=job.attempt, worker_id=worker_id, started_at=now)
-            )
-        else:
-            attempt_row.worker_id, attempt_row.started_at = worker_id, now
-            attempt_row.ended_at = attempt_row.outcome = attempt_row.message = None
+        open_attempt(session, job_id, job.attempt, worker_id, now)
+        on = f" ({'CPU' if devices == 'cpu' else f'GPUs {devices}'})" if devices else ""
         append_log(
             session,
             job_id,
             job.attempt,
-            f"attempt {job.attempt} started on worker {worker_id}",
+            f"attempt {job.attempt} started on worker {worker_id}{on}",
             "INFO",
         )
-        return ClaimedJob(
-            id=job.id,
-            kind=job.kind,
-            attempt=job.attempt,
-            config=dict(job.config),
-            gpus=job.gpus,
-            queue=job.queue,
-            artifact_dir=job.artifact_dir,
-            worker_id=worker_id,
-        )
+        return ClaimedJob.of(job, worker_id)
 
 
-def job_gpus(job_id: str) -> int | None:
-    """How many processes (GPUs) the job asks for (None for an unknown id)."""
+def open_attempt(session: Session, job_id: str, number: int, worker_id: str, now: datetime) -> None:
+    """Records attempt ``number`` of the job as started on ``worker_id`` (a fresh row, or the
+    row of a claim that was handed back before the run started)."""
+    row = session.scalar(
+        select(JobAttempt).where(JobAttempt.job_id == job_id, JobAttempt.number == number)
+    )
+    if row is None:
+        session.add(JobAttempt(job_id=job_id, number=number, worker_id=worker_id, started_at=now))
+    else:
+        row.worker_id, row.started_at = worker_id, now
+        row.ended_at = row.outcome = row.message = None
+
+
+@dataclass(frozen=True)
+class JobNeeds:
+    """What a job asks of a worker: ``gpus`` processes on each of ``nodes`` hosts, on the CPU
+    when its config says ``device: cpu``."""
+
+    gpus: int
+    nodes: int
+    cpu_only: bool
+
+
+def job_needs(job_id: str) -> JobNeeds | None:
+    """The resources job ``job_id`` asks for (None for an unknown id)."""
     with session_scope() as session:
-        return session.scalar(select(Job.gpus).where(Job.id == job_id))
+        row = session.execute(
+            select(Job.gpus, Job.nodes, Job.config).where(Job.id == job_id)
+        ).first()
+    if row is None:
+        return None
+    device = (row.config or {}).get("device")
+    return JobNeeds(gpus=int(row.gpus), nodes=int(row.nodes or 1), cpu_only=device == "cpu")
 
 
 def job_status(job_id: str) -> str | None:
@@ -652,16 +686,9 @@ def stranded_candidates(grace_seconds: float) -> list[tuple[str, str]]:
     unfinished predecessor) that have not changed for ``grace_seconds``: if the broker holds no
     message for one of them (its data was lost), nothing will ever run it."""
     cutoff = utcnow() - timedelta(seconds=grace_seconds)
-    parent = aliased(Job)
-    predecessor_done = exists().where(parent.id == Job.depends_on, parent.status == "succeeded")
     with session_scope() as session:
         rows = session.execute(
-            select(Job.id, Job.queue).where(
-                Job.status == "queued",
-                Job.cancel_requested.is_(False),
-                Job.updated_at < cutoff,
-                or_(Job.depends_on.is_(None), predecessor_done),
-            )
+            select(Job.id, Job.queue).where(*claimable(), Job.updated_at < cutoff)
         ).all()
     return [(r.id, r.queue) for r in rows]
 
@@ -700,8 +727,12 @@ def resend_stranded(job_id: str, grace_seconds: float, *, enqueue: Enqueue | Non
 # --------------------------------------------------------------------------- worker registry
 
 
-def register_worker(worker_id: str, queues: Sequence[str], gpus: int) -> None:
-    """Announces (or re-announces) a worker, its queues and GPU count, for the API's checks."""
+def register_worker(
+    worker_id: str, queues: Sequence[str], gpus: int, address: str | None = None
+) -> None:
+    """Announces (or re-announces) a worker, its queues, GPU count and host address (for the
+    API's checks and the rendezvous of multi-node jobs); its queues count as served from now on
+    (``worker_queues``, which the API checks a spec's ``resources.queue`` against)."""
     now = utcnow()
     with _writing() as session:
         _upsert(
@@ -713,15 +744,24 @@ def register_worker(worker_id: str, queues: Sequence[str], gpus: int) -> None:
                     "hostname": socket.gethostname(),
                     "queues": list(queues),
                     "gpus": int(gpus),
+                    "address": address,
                     "started_at": now,
                     "heartbeat_at": now,
                 }
             ],
             ["id"],
         )
+        _upsert(
+            session,
+            WorkerQueue.__table__,
+            [{"name": name, "last_served_at": now} for name in dict.fromkeys(queues)],
+            ["name"],
+        )
 
 
-def worker_heartbeat(worker_id: str, queues: Sequence[str], gpus: int) -> None:
+def worker_heartbeat(
+    worker_id: str, queues: Sequence[str], gpus: int, address: str | None = None
+) -> None:
     """Refreshes the worker's heartbeat (re-registering it if its row was removed)."""
     with _writing() as session:
         touched = session.execute(
@@ -732,7 +772,7 @@ def worker_heartbeat(worker_id: str, queues: Sequence[str], gpus: int) -> None:
         )
         if touched.rowcount == 1:
             return
-    register_worker(worker_id, queues, gpus)
+    register_worker(worker_id, queues, gpus, address)
 
 
 def unregister_worker(worker_id: str) -> None:

@@ -33,9 +33,11 @@ def _postgres_bin(name: str) -> str | None:
 
 
 class OwnPostgres:
-    """``initdb`` + ``pg_ctl`` on a free port; trust authentication, user ``postgres``."""
+    """``initdb`` + ``pg_ctl`` on a free port (or ``port``) of ``host`` (default loopback);
+    trust authentication, user ``postgres``."""
 
-    def __init__(self) -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int | None = None) -> None:
+        self.host = host
         self.initdb, self.pg_ctl = _postgres_bin("initdb"), _postgres_bin("pg_ctl")
         if self.initdb is None or self.pg_ctl is None:
             pytest.skip("initdb / pg_ctl not found; install PostgreSQL's server programs")
@@ -46,15 +48,18 @@ class OwnPostgres:
         self.folder = Path(tempfile.mkdtemp(prefix="livt-own-pg-"))
         os.chown(self.folder, self.user.pw_uid, self.user.pw_gid)
         self.data = self.folder / "data"
-        self.port = free_port()
+        self.port = port or free_port()
         self._as_postgres(
             [self.initdb, "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync"],
             timeout=120,
         )
+        if host != "127.0.0.1":  # initdb trusts loopback only: let the host's own subnet in
+            with (self.data / "pg_hba.conf").open("a") as hba:
+                hba.write(f"host all all {host}/24 trust\n")
 
     @property
     def url(self) -> str:
-        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+        return f"postgresql+psycopg://postgres@{self.host}:{self.port}/postgres"
 
     def _as_postgres(self, argv: list[str], timeout: float) -> None:
         done = subprocess.run(
@@ -68,7 +73,8 @@ class OwnPostgres:
             raise RuntimeError(f"{' '.join(argv)} failed:\n{done.stdout}\n{done.stderr}")
 
     def start(self) -> None:
-        options = f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 -c fsync=off"
+        listen = ",".join(dict.fromkeys(["127.0.0.1", self.host]))
+        options = f"-p {self.port} -k {self.folder} -c listen_addresses={listen} -c fsync=off"
         self._as_postgres(
             [self.pg_ctl, "-D", str(self.data), "-o", options, "-l", str(self.folder / "log"),
              "-w", "-t", "60", "start"],
@@ -92,25 +98,27 @@ class OwnPostgres:
 
 
 class OwnRedis:
-    """``redis-server`` on a free port without persistence (a restart loses everything)."""
+    """``redis-server`` on a free port (or ``port``) of ``host`` without persistence (a restart
+    loses everything)."""
 
-    def __init__(self) -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int | None = None) -> None:
+        self.host = host
         self.program = shutil.which("redis-server")
         if self.program is None:
             pytest.skip("redis-server not found; install Redis")
         self.folder = Path(tempfile.mkdtemp(prefix="livt-own-redis-"))
-        self.port = free_port()
+        self.port = port or free_port()
         self.process: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"redis://{self.host}:{self.port}/0"
 
     def start(self) -> None:
         import redis
 
         self.process = subprocess.Popen(
-            [self.program, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+            [self.program, "--port", str(self.port), "--bind", self.host, "--protected-mode", "no", "--save", "",
              "--appendonly", "no", "--dir", str(self.folder)],
             stdout=(self.folder / "redis.log").open("ab"),
             stderr=subprocess.STDOUT,

@@ -53,7 +53,7 @@ def worker_command(args: argparse.Namespace) -> int:
     celery_worker = app.Worker(
         hostname=context.worker_id,
         queues=queues,
-        concurrency=args.concurrency,
+        concurrency=args.concurrency or max(1, context.gpus),
         pool="threads",
         loglevel="DEBUG" if logging.getLogger().isEnabledFor(logging.DEBUG) else "INFO",
         without_gossip=True,
@@ -88,7 +88,10 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         help="GPUs this worker hands out (default: those visible; 0 = run jobs on the CPU)",
     )
     work.add_argument(
-        "--concurrency", type=_positive, default=1, metavar="N", help="jobs run at once"
+        "--concurrency",
+        type=_positive,
+        metavar="N",
+        help="jobs run at once, each with its own GPUs (default: one per GPU, 1 without GPUs)",
     )
     work.add_argument(
         "--name",

@@ -16,6 +16,8 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from worker.devices import DevicePool
+
 logger = logging.getLogger(__name__)
 
 
@@ -74,6 +76,20 @@ def cpu_slots(cpus: Sequence[int], concurrency: int) -> list[tuple[int, ...]]:
     return slots
 
 
+def worker_address() -> str:
+    """The address other hosts reach this worker at: ``LIVT_WORKER_ADDRESS``, else what the host
+    name resolves to (``127.0.0.1`` when it does not resolve)."""
+    from livt_service.settings import get_settings
+
+    configured = get_settings().worker_address
+    if configured:
+        return configured
+    try:
+        return socket.gethostbyname(socket.gethostname())
+    except OSError:
+        return "127.0.0.1"
+
+
 @dataclass
 class WorkerContext:
     """The identity of a worker process and the GPUs and CPU cores it hands out to its jobs.
@@ -90,7 +106,7 @@ class WorkerContext:
     cpu_slots: list[tuple[int, ...]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self._free = list(self.devices)
+        self.pool = DevicePool(self.devices, owner=self.worker_id)
         self._cond = threading.Condition()
         self._free_cpus = list(self.cpu_slots)
 
@@ -113,29 +129,12 @@ class WorkerContext:
         return len(self.devices)
 
     def acquire(self, count: int) -> list[str]:
-        """Takes ``count`` GPUs for a job, waiting while concurrent jobs hold them.
-
-        A worker without GPUs runs every job on the CPU and hands out none. Raises ValueError
-        when ``count`` exceeds the worker's GPUs (the job was routed to the wrong queue).
-        """
-        if not self.devices:
-            return []
-        if count > len(self.devices):
-            raise ValueError(
-                f"the job asks for {count} GPUs but worker {self.worker_id} has "
-                f"{len(self.devices)}; send it to a queue whose workers have enough GPUs"
-            )
-        with self._cond:
-            self._cond.wait_for(lambda: len(self._free) >= count)
-            taken, self._free = self._free[:count], self._free[count:]
-            return taken
+        """Takes ``count`` GPUs for a job, waiting while concurrent jobs hold them (see
+        :class:`worker.devices.DevicePool`)."""
+        return self.pool.acquire(count)
 
     def release(self, devices: Sequence[str]) -> None:
-        if not devices:
-            return
-        with self._cond:
-            self._free.extend(devices)
-            self._cond.notify_all()
+        self.pool.release(devices)
 
 
 _lock = threading.Lock()

@@ -31,10 +31,10 @@ from celery import Celery
 from celery.signals import worker_init, worker_ready, worker_shutdown, worker_shutting_down
 from sqlalchemy.exc import SQLAlchemyError
 
-from livt_service import datasets, state
+from livt_service import datasets, slots, state
 from livt_service.queue import PROFILE_DATASET_TASK, live_job_ids
 from livt_service.settings import get_settings
-from worker.context import WorkerContext, configure, get_context, node_name
+from worker.context import WorkerContext, configure, get_context, node_name, worker_address
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ class Janitor(threading.Thread):
         """One round; returns the ids of the jobs it requeued (or ended)."""
         ctx = self.context
         try:
-            state.worker_heartbeat(ctx.worker_id, ctx.queues, ctx.gpus)
+            state.worker_heartbeat(ctx.worker_id, ctx.queues, ctx.gpus, worker_address())
             handled = state.requeue_lost_jobs(self.lost_after)
             return handled + self.resend_stranded() + self.recover_profilings()
         except SQLAlchemyError as exc:
@@ -147,7 +147,8 @@ def start_up(context: WorkerContext) -> None:
         recovered = state.recover_worker_jobs(context.worker_id)
         if recovered:
             logger.warning("requeued %d job(s) left running by this worker", len(recovered))
-        state.register_worker(context.worker_id, context.queues, context.gpus)
+        slots.drop_worker_slots(context.worker_id)
+        state.register_worker(context.worker_id, context.queues, context.gpus, worker_address())
     except SQLAlchemyError as exc:
         logger.error("could not register worker %s: %s", context.worker_id, exc)
 

@@ -44,6 +44,7 @@ from livt_core.paths import PathPolicy
 from livt_service import state
 from livt_service.settings import get_settings
 from livt_service.state import ClaimedJob, Finish, LogRecord
+from worker.devices import device_env
 from worker.observer import (
     EXIT_CANCELLED,
     EXIT_REASONS,
@@ -82,6 +83,9 @@ KILL_GRACE_SECONDS = 5.0
 END_EXIT_GRACE_SECONDS = 30.0
 #: Seconds the final writes of a job keep retrying while the database is unreachable.
 FINAL_WRITE_PATIENCE = 300.0
+
+#: The module that launches several training processes (``python -m torch.distributed.run``).
+TORCHRUN = "torch.distributed.run"
 
 #: Sets PR_SET_PDEATHSIG, checks that the parent is still there, then becomes the real command.
 #: Done in a fresh interpreter rather than a ``preexec_fn``, which is unsafe in a threaded worker.
@@ -151,7 +155,7 @@ def training_command(
     return [
         sys.executable,
         "-m",
-        "torch.distributed.run",
+        TORCHRUN,
         "--standalone",
         f"--nproc_per_node={nproc}",
         *train,
@@ -291,14 +295,18 @@ class JobRunner:
     def _nproc(self) -> int:
         return max(1, int(self.job.gpus))
 
+    def _command(self, nproc: int) -> list[str]:
+        """The child's command line (multi-node runs change it: ``worker.gang``)."""
+        return training_command(self.job, self.run_dir, nproc, self.paths)
+
     def _launch(self) -> subprocess.Popen:
         nproc = self._nproc()
-        argv = training_command(self.job, self.run_dir, nproc, self.paths)
-        env = job_cpu_env(dict(os.environ, PYTHONUNBUFFERED="1"), self.cpus)
-        if self.devices is not None:
-            env["CUDA_VISIBLE_DEVICES"] = ",".join(self.devices)
+        argv = self._command(nproc)
+        env = job_cpu_env(
+            dict(os.environ, PYTHONUNBUFFERED="1", **device_env(self.devices)), self.cpus
+        )
         # torchrun stops its own workers on SIGTERM; a single process is simply killed
-        death = signal.SIGTERM if nproc > 1 else signal.SIGKILL
+        death = signal.SIGTERM if TORCHRUN in argv else signal.SIGKILL
         self.proc = spawn_tied_to_parent(
             argv,
             death_signal=death,
@@ -316,7 +324,8 @@ class JobRunner:
             )
             reader.start()
             self.readers.append(reader)
-        self.log(f"training process {self.proc.pid} started: {' '.join(argv[1:])}")
+        shown = "" if self.devices is None else f" (CUDA_VISIBLE_DEVICES={','.join(self.devices)})"
+        self.log(f"training process {self.proc.pid} started{shown}: {' '.join(argv[1:])}")
         return self.proc
 
     def _follow(self, proc: subprocess.Popen) -> None:

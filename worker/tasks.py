@@ -28,6 +28,7 @@ from livt_service.settings import get_settings
 from livt_service.state import Finish
 from worker import janitor
 from worker.context import get_context
+from worker.devices import devices_record, gpus_to_take
 from worker.runner import JobRunner
 
 logger = logging.getLogger(__name__)
@@ -100,12 +101,16 @@ def run_job(self: LivtTask, job_id: str) -> str:
     succeeded yet.
     """
     context = get_context() or janitor.ensure_context(self.app)
-    gpus = state.job_gpus(job_id)
-    if gpus is None:
+    needs = state.job_needs(job_id)
+    if needs is None:
         logger.warning("job %s does not exist; dropping its message", job_id)
         return "unknown"
+    if needs.nodes > 1:
+        from worker.gang import run_gang_member
+
+        return run_gang_member(job_id, needs, context)
     try:
-        devices = context.acquire(gpus)
+        devices = context.acquire(gpus_to_take(needs.gpus, needs.cpu_only))
     except ValueError as exc:
         job = state.claim_job(job_id, context.worker_id)
         if job is not None:
@@ -114,7 +119,7 @@ def run_job(self: LivtTask, job_id: str) -> str:
         return state.job_status(job_id) or "unknown"
     cpus = context.acquire_cpus()
     try:
-        job = state.claim_job(job_id, context.worker_id)
+        job = state.claim_job(job_id, context.worker_id, devices_record(devices))
         if job is None:
             status = state.job_status(job_id)
             logger.info("job %s not claimed: it is %s", job_id, status)
@@ -122,7 +127,7 @@ def run_job(self: LivtTask, job_id: str) -> str:
         runner = JobRunner(
             job,
             shutdown=context.shutdown,
-            devices=devices if context.devices else [],
+            devices=devices,
             heartbeat_seconds=get_settings().heartbeat_seconds,
             cpus=cpus or None,
         )

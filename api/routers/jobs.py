@@ -31,6 +31,7 @@ from api.schemas import (
     MetricPointPublic,
 )
 from api.services import jobs as service
+from api.services.pending import pending_reason, pending_reasons
 from livt_service.models import User
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
@@ -72,7 +73,7 @@ def create_job(
     job, created = service.create_job(session, settings, user, spec, enqueue)
     if not created:
         response.status_code = status.HTTP_200_OK
-    return JobPublic.from_job(job)
+    return JobPublic.from_job(job, pending_reason(session, settings, job))
 
 
 def json_response(model: BaseModel) -> Response:
@@ -86,6 +87,7 @@ def json_response(model: BaseModel) -> Response:
 async def list_jobs(
     *,
     session: SessionDep,
+    settings: SettingsDep,
     credentials: Credentials,
     status_: Annotated[JobStatus | None, Query(alias="status")] = None,
     kind: JobKind | None = None,
@@ -98,17 +100,24 @@ async def list_jobs(
         jobs, next_cursor = service.list_jobs(
             session, user, status=status_, kind=kind, limit=limit, cursor=cursor
         )
+        reasons = pending_reasons(session, settings, jobs)
         return json_response(
-            JobList(items=[JobSummary.from_job(j) for j in jobs], next_cursor=next_cursor)
+            JobList(
+                items=[JobSummary.from_job(j, reasons.get(j.id)) for j in jobs],
+                next_cursor=next_cursor,
+            )
         )
 
     return await run_as_user(session, credentials, page)
 
 
 @router.get("/{job_id}", response_model=JobPublic, responses=_NOT_FOUND)
-async def get_job(*, job_id: JobId, session: SessionDep, credentials: Credentials) -> Response:
+async def get_job(
+    *, job_id: JobId, session: SessionDep, settings: SettingsDep, credentials: Credentials
+) -> Response:
     def read(user: User) -> Response:
-        return json_response(JobPublic.from_job(service.get_job(session, user, job_id)))
+        job = service.get_job(session, user, job_id)
+        return json_response(JobPublic.from_job(job, pending_reason(session, settings, job)))
 
     return await run_as_user(session, credentials, read)
 

@@ -37,12 +37,14 @@ from api.errors import (
 )
 from api.schemas import ID_PATTERN, InitRef, JobSpec, PipelineCreate
 from api.services.idempotency import check_same_request, job_request_hash, stage_request_hash
+from api.services.pending import known_queues, live_workers
 from livt_core import checks, contract
 from livt_core.config import CONFIG_CLASSES, ConfigErrors, deep_merge, resolve_config
 from livt_core.errors import CheckpointError, ConfigError
 from livt_core.paths import confine_config_paths
 from livt_service import state
 from livt_service.db import begin_write
+from livt_service.labels import CPU
 from livt_service.models import (
     TERMINAL_STATUSES,
     Artifact,
@@ -274,6 +276,37 @@ def gpu_limit(session: Session, settings: Settings, queue: str) -> int:
     workers = session.scalars(select(Worker).where(Worker.heartbeat_at >= cutoff))
     offered = [w.gpus for w in workers if queue in (w.queues or [])]
     return max([settings.max_gpus, *offered])
+
+
+def _check_queue(session: Session, settings: Settings, queue: str, loc: Loc) -> list[FieldError]:
+    """A queue no worker has ever served is a typo more often than a plan: refused unless
+    ``LIVT_ALLOW_UNKNOWN_QUEUES`` is set."""
+    if settings.allow_unknown_queues:
+        return []
+    known = known_queues(session, settings)
+    if queue in known:
+        return []
+    return [
+        FieldError(
+            (*loc, "resources", "queue"),
+            f"no worker has ever served queue {queue!r}; use one of: {', '.join(known)} "
+            "(or set LIVT_ALLOW_UNKNOWN_QUEUES=true when its workers start later)",
+            "unknown_queue",
+        )
+    ]
+
+
+def initial_devices(
+    session: Session, settings: Settings, queue: str, config: dict[str, Any]
+) -> str | None:
+    """``cpu`` for a job that will run on the CPU (its config says so, or every live worker of
+    its queue has no GPU); None otherwise (the worker that claims it records its GPUs)."""
+    if config.get("device") == CPU:
+        return CPU
+    serving = [w for w in live_workers(session, settings) if queue in w.queues]
+    if serving and all(w.gpus == 0 for w in serving):
+        return CPU
+    return None
 
 
 # --------------------------------------------------------------------------------------------
@@ -657,15 +690,14 @@ def build_job(
         registered = _inherited_dataset(session, init.job)
 
     queue = spec.resources.queue or settings.default_queue
-    limit = gpu_limit(session, settings, queue)
-    if spec.resources.gpus > limit:
+    errors += _check_queue(session, settings, queue, loc)
+    if spec.resources.nodes > 1 and settings.embedded:
         errors.append(
             FieldError(
-                (*loc, "resources", "gpus"),
-                f"asks for {spec.resources.gpus} GPUs but no worker of queue {queue!r} offers "
-                f"more than {limit}; set resources.gpus to {limit} or less, or start a worker "
-                "with more GPUs",
-                "too_many_gpus",
+                (*loc, "resources", "nodes"),
+                "multi-node jobs need the production mode (one worker per host, a shared "
+                "artifact folder); set resources.nodes to 1 here",
+                "nodes_need_production",
             )
         )
 
@@ -689,6 +721,18 @@ def build_job(
         errors += _site_limits(settings, config, loc)
         errors += _confine_paths(settings, kind, config, init, loc)
         errors += _check_loss_options(config, loc)
+    # a CPU run's processes take no GPU: only GPU runs are held to what the workers offer
+    limit = gpu_limit(session, settings, queue)
+    if config.get("device") != CPU and spec.resources.gpus > limit:
+        errors.append(
+            FieldError(
+                (*loc, "resources", "gpus"),
+                f"asks for {spec.resources.gpus} GPUs but no worker of queue {queue!r} offers "
+                f"more than {limit}; set resources.gpus to {limit} or less, or start a worker "
+                "with more GPUs",
+                "too_many_gpus",
+            )
+        )
     if errors or not config:
         # no errors but no config: only what an invalid previous stage would give is wrong
         raise InvalidInputError(errors)
@@ -711,6 +755,8 @@ def build_job(
         loss=config.get("loss"),
         queue=queue,
         gpus=spec.resources.gpus,
+        nodes=spec.resources.nodes,
+        devices=initial_devices(session, settings, queue, config),
         idempotency_key=spec.idempotency_key,
         init_job_id=init.job.id if init.job is not None else None,
         depends_on=predecessor.id if predecessor is not None else None,

@@ -117,7 +117,10 @@ function progressView(job) {
   const frac = fraction(job);
   const p = job.progress;
   let text = "";
-  if (job.status === "queued") text = job.attempt > 1 ? `queued (attempt ${job.attempt})` : "waiting";
+  if (job.status === "queued") {
+    text = job.attempt > 1 ? `queued (attempt ${job.attempt})` : "waiting";
+    if (job.pending_reason) text += `: ${job.pending_reason}`;
+  }
   else if (p && p.epochs) {
     text = `${Math.min((p.epoch || 0) + 1, p.epochs)}/${p.epochs}`;
     if (job.status === "running" && Number.isFinite(p.eta_seconds)) text += ` · ETA ${fmtDuration(p.eta_seconds)}`;
@@ -461,7 +464,8 @@ function jobView(id) {
   function renderMeta(job) {
     const rows = [
       ["Kind", job.kind], ["Preset", job.preset], ["Dataset", job.dataset], ["Model", job.model],
-      ["Loss", job.loss], ["Attempt", job.attempt], ["Queue", job.queue && `${job.queue} · ${job.gpus} GPU${job.gpus === 1 ? "" : "s"}`],
+      ["Loss", job.loss], ["Attempt", job.attempt], ["Queue", job.queue && `${job.queue} · ${job.devices || `${job.gpus} GPU${job.gpus === 1 ? "" : "s"}`}`],
+      ["Waiting", job.status === "queued" ? job.pending_reason : null],
       ["Created", fmtTime(job.created_at)], ["Started", fmtTime(job.started_at)],
       ["Finished", fmtTime(job.finished_at)],
     ];
@@ -488,7 +492,7 @@ function jobView(id) {
       if (Number.isFinite(p.eta_seconds)) parts.push(`ETA ${fmtDuration(p.eta_seconds)}`);
     }
     progressBox.replaceChildren(h("h2", {}, "Progress"), progressView(job),
-      h("p", { class: "muted small" }, parts.join(" · ") || (job.status === "queued" ? "waiting for a worker" : "starting")));
+      h("p", { class: "muted small" }, parts.join(" · ") || (job.status === "queued" ? (job.pending_reason || "waiting for a worker") : "starting")));
   }
 
   function renderFailure(job) {

@@ -43,7 +43,8 @@ def test_create_job_keeps_spec_and_fully_resolved_config(client, user):
     assert config["kind"] == "pretrain"
 
 
-def test_create_job_on_a_named_queue(client, user, enqueued):
+def test_create_job_on_a_named_queue(client, user, enqueued, make_worker):
+    make_worker(queues=["gpu-a100"])
     spec = {**PRETRAIN, "name": "on gpu", "resources": {"gpus": 1, "queue": "gpu-a100"}}
     job = client.post("/jobs", json=spec, headers=user.headers).json()
     assert job["name"] == "on gpu"

@@ -128,6 +128,20 @@ def test_cancel_from_the_job_page(signed_in, client: LivtClient) -> None:
     expect(page.locator("#cancel-job")).to_be_disabled()
 
 
+def test_a_queued_job_says_why_it_waits_and_what_it_runs_on(signed_in, client: LivtClient) -> None:
+    page = signed_in
+    busy = client.submit({**TINY_FINETUNE, "name": "ui-busy", "epochs": 40})
+    waiting = client.submit({**TINY_FINETUNE, "name": "ui-waiting"})
+    try:
+        page.goto(page.url.split("#")[0] + f"#/jobs/{waiting.id}")
+        expect(page.locator(".progress-text")).to_contain_text("workers busy (position")
+        # CPU on a host without GPUs (the embedded worker has none to hand out)
+        expect(page.locator("dl.meta")).to_contain_text(re.compile(r"default · (CPU|1 GPU)"))
+    finally:
+        client.cancel(waiting.id)
+        client.cancel(busy.id)
+
+
 def test_submit_form_shows_422_next_to_the_field(signed_in) -> None:
     page = signed_in
     page.click('#nav a[data-nav="submit"]')
