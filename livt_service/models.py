@@ -17,6 +17,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -182,6 +183,8 @@ class Job(Base):
         Index("ix_jobs_owner_created", "owner_id", "created_at", "id"),
         Index("ix_jobs_created", "created_at", "id"),
         Index("ix_jobs_status", "status", "queue"),
+        Index("ix_jobs_overall", "overall", "id"),
+        Index("ix_jobs_few", "few", "id"),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
@@ -223,6 +226,12 @@ class Job(Base):
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     progress: Mapped[dict[str, Any] | None]
     result: Mapped[dict[str, Any] | None]
+    #: The group accuracies of ``result`` (percent; None for a pretrain, a run without a result,
+    #: or an empty group), copied when the result is written so ``GET /jobs`` can sort on them.
+    overall: Mapped[float | None] = mapped_column(Float)
+    many: Mapped[float | None] = mapped_column(Float)
+    medium: Mapped[float | None] = mapped_column(Float)
+    few: Mapped[float | None] = mapped_column(Float)
     failure_reason: Mapped[str | None] = mapped_column(String(32))
     failure_message: Mapped[str | None] = mapped_column(Text)
     worker_id: Mapped[str | None] = mapped_column(String(200))

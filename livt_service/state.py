@@ -365,6 +365,23 @@ def poll(job: ClaimedJob) -> FlushOutcome:
     return FlushOutcome(owned=row is not None, cancel_requested=bool(row is not None and row[0]))
 
 
+#: The group accuracies of a long-tail result copied into ``jobs`` columns (sorting ``GET /jobs``).
+RESULT_COLUMNS = ("overall", "many", "medium", "few")
+
+
+def result_columns(result: Mapping[str, Any] | None) -> dict[str, float | None]:
+    """``{"overall", "many", "medium", "few"}`` of a finished run's result: its accuracies, None
+    for a pretrain summary, a run without a result or an empty group."""
+    if not result or result.get("kind") == "pretrain":
+        return dict.fromkeys(RESULT_COLUMNS)
+    values: dict[str, float | None] = {}
+    for name in RESULT_COLUMNS:
+        value = result.get(name)
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        values[name] = float(value) if number else None
+    return values
+
+
 @dataclass(frozen=True)
 class Finish:
     """The end of an attempt. ``status``: succeeded, failed or cancelled."""
@@ -395,6 +412,7 @@ def finish_job(
             "heartbeat_at": now,
             "updated_at": now,
             "result": outcome.result,
+            **result_columns(outcome.result),
             "failure_reason": outcome.reason,
             "failure_message": outcome.message,
         }
@@ -478,6 +496,7 @@ def _start_next_attempt(job: Job, now: datetime) -> None:
     job.cancel_requested = False
     job.failure_reason = job.failure_message = None
     job.result = job.progress = None
+    job.overall = job.many = job.medium = job.few = None
     job.worker_id = job.heartbeat_at = None
     job.started_at = job.finished_at = None
     job.updated_at = now

@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from api.deps import Credentials, CurrentUser, EnqueueDep, SessionDep, SettingsDep, run_as_user
 from api.errors import InvalidInputError
 from api.request_limits import BODY_TOO_LARGE
+from api.routers.job_notes import TAG_PATTERN
 from api.schemas import (
     ARTIFACT_NAME_PATTERN,
     ID_PATTERN,
@@ -91,14 +92,34 @@ async def list_jobs(
     credentials: Credentials,
     status_: Annotated[JobStatus | None, Query(alias="status")] = None,
     kind: JobKind | None = None,
+    tag: Annotated[
+        str | None, Query(pattern=TAG_PATTERN, description="jobs carrying this tag")
+    ] = None,
+    dataset: Annotated[str | None, Query(max_length=100, description="dataset name")] = None,
+    loss: Annotated[str | None, Query(max_length=64, description="loss name, e.g. bal_bce")] = None,
+    model: Annotated[str | None, Query(max_length=100, description="model name")] = None,
+    q: Annotated[
+        str | None, Query(max_length=200, description="case-insensitive substring of the name")
+    ] = None,
+    sort: Annotated[
+        str,
+        Query(
+            description="created_at, overall, many, medium or few; '-' first for newest or "
+            "highest first (jobs without the value come last)"
+        ),
+    ] = service.DEFAULT_SORT,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
 ) -> Response:
-    """Your jobs (all jobs for an admin), newest first, one page at a time."""
+    """Your jobs (all jobs for an admin), newest first unless ``sort`` says otherwise, one page
+    at a time; the filters combine with AND."""
+    filters = service.ListFilters(
+        status=status_, kind=kind, tag=tag, dataset=dataset, loss=loss, model=model, q=q
+    )
 
     def page(user: User) -> Response:
         jobs, next_cursor = service.list_jobs(
-            session, user, status=status_, kind=kind, limit=limit, cursor=cursor
+            session, user, limit=limit, cursor=cursor, filters=filters, sort=sort
         )
         reasons = pending_reasons(session, settings, jobs)
         return json_response(

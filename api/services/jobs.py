@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Select, bindparam, select, tuple_
+from sqlalchemy import Select, Text, and_, bindparam, cast, or_, select, tuple_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, joinedload, load_only
 
@@ -38,7 +38,7 @@ from api.errors import (
 from api.schemas import ID_PATTERN, InitRef, JobSpec, PipelineCreate
 from api.services.idempotency import check_same_request, job_request_hash, stage_request_hash
 from api.services.pending import known_queues, live_workers
-from livt_core import checks, contract
+from livt_core import catalog, checks, contract
 from livt_core.config import CONFIG_CLASSES, ConfigErrors, deep_merge, resolve_config
 from livt_core.errors import CheckpointError, ConfigError
 from livt_core.paths import confine_config_paths
@@ -113,7 +113,22 @@ LIST_COLUMNS = (
     Job.started_at,
     Job.finished_at,
     Job.updated_at,
+    Job.nodes,
+    Job.devices,
+    Job.tags,
+    Job.notes,
+    Job.sweep_id,
+    Job.overall,
+    Job.many,
+    Job.medium,
+    Job.few,
 )
+
+#: What ``GET /jobs?sort=`` orders by (``-`` first: descending); result fields put jobs
+#: without that value last in both directions.
+SORT_FIELDS = ("created_at", "overall", "many", "medium", "few")
+DEFAULT_SORT = "-created_at"
+SORT_VALUES = tuple(f"{sign}{name}" for name in SORT_FIELDS for sign in ("-", ""))
 
 
 #: ``get_job``'s reads, built once: a job with its owner, for an admin and for anyone else.
@@ -139,9 +154,66 @@ def get_job(session: Session, user: User, job_id: str, *, for_update: bool = Fal
     return job
 
 
-def _encode_cursor(job: Job) -> str:
-    raw = json.dumps([job.created_at.isoformat(), job.id]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+@dataclass(frozen=True)
+class ListFilters:
+    """The filters of ``GET /jobs``; None: any."""
+
+    status: str | None = None
+    kind: str | None = None
+    tag: str | None = None
+    dataset: str | None = None
+    loss: str | None = None
+    model: str | None = None
+    q: str | None = None
+
+
+def parse_sort(sort: str | None) -> tuple[str, bool]:
+    """``(field, descending)`` of a ``sort`` value; 422 naming the allowed ones."""
+    sort = sort or DEFAULT_SORT
+    if sort not in SORT_VALUES:
+        raise InvalidInputError.single(
+            ("query", "sort"),
+            f"is {sort!r}; use one of {', '.join(SORT_VALUES)} ('-' first: highest or newest "
+            "first)",
+        )
+    return sort.lstrip("-"), sort.startswith("-")
+
+
+def _check_filters(filters: ListFilters) -> None:
+    """422 for a ``loss`` or ``model`` this service has never heard of, naming the known ones."""
+    known = (
+        ("loss", filters.loss, catalog.LOSSES),
+        ("model", filters.model, catalog.MODEL_FAMILIES),
+    )
+    errors = [
+        FieldError(
+            ("query", name),
+            f"is {value!r}, which no job can have; use one of {', '.join(sorted(names))}",
+            "enum",
+        )
+        for name, value, names in known
+        if value is not None and value not in names
+    ]
+    if errors:
+        raise InvalidInputError(errors)
+
+
+def _encode_cursor(job: Job, sort: str = "created_at") -> str:
+    """The cursor after ``job``: ``[created_at, id]`` for the newest-first order (the format
+    pages had before other orders existed), else ``[sort, value, id]``."""
+    if sort == "created_at":
+        raw = json.dumps([job.created_at.isoformat(), job.id])
+    else:
+        raw = json.dumps([sort, getattr(job, sort), job.id])
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def _bad_cursor() -> InvalidInputError:
+    return InvalidInputError.single(
+        ("query", "cursor"),
+        "is not a cursor of this API for this sort; pass the next_cursor of the previous page "
+        "unchanged, with the same sort",
+    )
 
 
 def _decode_cursor(cursor: str) -> tuple[datetime, str]:
@@ -157,10 +229,31 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
             raise ValueError("not a job id")
         return when.astimezone(UTC), job_id
     except (binascii.Error, ValueError, TypeError, OverflowError) as exc:
-        raise InvalidInputError.single(
-            ("query", "cursor"),
-            "is not a cursor of this API; pass the next_cursor of the previous page unchanged",
-        ) from exc
+        raise _bad_cursor() from exc
+
+
+def _decode_result_cursor(cursor: str, sort: str) -> tuple[float | None, str]:
+    """The ``(value, id)`` of a cursor of a result-field order ``sort``."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        name, value, job_id = json.loads(raw)
+    except (binascii.Error, ValueError, TypeError) as exc:
+        raise _bad_cursor() from exc
+    number = value is None or (isinstance(value, int | float) and not isinstance(value, bool))
+    if name != sort or not number or not isinstance(job_id, str):
+        raise _bad_cursor()
+    if not re.fullmatch(ID_PATTERN, job_id):
+        raise _bad_cursor()
+    return (None if value is None else float(value)), job_id
+
+
+def _after(column: Any, descending: bool, value: Any, job_id: str) -> Any:
+    """The keyset condition "after ``(value, job_id)``" in the order ``column`` (nullable, nulls
+    last), then id, both ``descending`` or not."""
+    if value is None:
+        return and_(column.is_(None), Job.id < job_id if descending else Job.id > job_id)
+    row, key = tuple_(column, Job.id), (value, job_id)
+    return or_(row < key if descending else row > key, column.is_(None))
 
 
 def list_query(
@@ -170,24 +263,51 @@ def list_query(
     kind: str | None = None,
     limit: int = 50,
     cursor: str | None = None,
+    filters: ListFilters | None = None,
+    sort: str | None = None,
 ) -> Select[Any]:
     """The ``SELECT`` of one page of :func:`list_jobs` (``limit + 1`` rows: the extra one says
     whether a next page exists).
 
     The cursor is a row-value keyset ``(created_at, id) < (:c, :i)``: an index range on
     ``ix_jobs_created`` / ``ix_jobs_owner_created`` (their order is the page's), so a deep page
-    costs what the first one does. Only :data:`LIST_COLUMNS` and the owner are loaded."""
+    costs what the first one does. A result order (``sort=-few``) pages the same way on
+    ``(few, id)``, the jobs without a value after all the others. Only :data:`LIST_COLUMNS` and
+    the owner are loaded.
+
+    ``tag`` matches one element of the ``tags`` array, found as ``"tag"`` in its JSON text: the
+    same SQL on SQLite and PostgreSQL, and exact because a tag has no quote or backslash
+    (``api.routers.job_notes.TAG_PATTERN``); ``q`` is a case-insensitive substring of the name.
+    """
+    filters = filters or ListFilters(status=status, kind=kind)
+    field_name, descending = parse_sort(sort)
+    _check_filters(filters)
     query = visible_jobs(user).options(
         load_only(*LIST_COLUMNS, raiseload=True), joinedload(Job.owner, innerjoin=True)
     )
-    if status is not None:
-        query = query.where(Job.status == status)
-    if kind is not None:
-        query = query.where(Job.kind == kind)
+    for name in ("status", "kind", "dataset", "loss", "model"):
+        value = getattr(filters, name)
+        if value is not None:
+            query = query.where(getattr(Job, name) == value)
+    if filters.tag is not None:
+        query = query.where(cast(Job.tags, Text).contains(f'"{filters.tag}"', autoescape=True))
+    if filters.q:
+        query = query.where(Job.name.icontains(filters.q, autoescape=True))
+    column = getattr(Job, field_name)
+    if field_name == "created_at":
+        if cursor is not None:
+            created, job_id = _decode_cursor(cursor)
+            row = tuple_(Job.created_at, Job.id)
+            key = (created, job_id)
+            query = query.where(row < key if descending else row > key)
+        if descending:
+            return query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)
+        return query.order_by(Job.created_at, Job.id).limit(limit + 1)
     if cursor is not None:
-        created, job_id = _decode_cursor(cursor)
-        query = query.where(tuple_(Job.created_at, Job.id) < (created, job_id))
-    return query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)
+        value, job_id = _decode_result_cursor(cursor, field_name)
+        query = query.where(_after(column, descending, value, job_id))
+    order = (column.desc(), Job.id.desc()) if descending else (column.asc(), Job.id.asc())
+    return query.order_by(column.is_(None), *order).limit(limit + 1)
 
 
 def list_jobs(
@@ -198,12 +318,17 @@ def list_jobs(
     kind: str | None = None,
     limit: int = 50,
     cursor: str | None = None,
+    filters: ListFilters | None = None,
+    sort: str | None = None,
 ) -> tuple[list[Job], str | None]:
-    """One page of jobs, newest first, and the cursor of the next page (None on the last)."""
-    query = list_query(user, status=status, kind=kind, limit=limit, cursor=cursor)
+    """One page of jobs (newest first unless ``sort`` says otherwise) and the cursor of the
+    next page (None on the last)."""
+    query = list_query(
+        user, status=status, kind=kind, limit=limit, cursor=cursor, filters=filters, sort=sort
+    )
     jobs = list(session.scalars(query))
     if len(jobs) > limit:
-        return jobs[:limit], _encode_cursor(jobs[limit - 1])
+        return jobs[:limit], _encode_cursor(jobs[limit - 1], parse_sort(sort)[0])
     return jobs, None
 
 

@@ -143,6 +143,26 @@ def test_list_pages_cost_at_most_two_round_trips_and_no_documents(
     assert {i["owner"] for i in items} <= {"bob", "carol"} and len(items) == 2
 
 
+def test_filtered_sorted_pages_cost_at_most_two_round_trips(client, trips, user, make_job) -> None:
+    start = datetime.now(UTC)
+    for index in range(5):
+        result = {"overall": 50.0 + index, "few": float(index % 2), "per_class": []}
+        make_job(
+            kind="finetune",
+            status="succeeded",
+            tags=["tau"],
+            result=result,
+            created_at=start + timedelta(seconds=index),
+        )
+    query = "tag=tau&loss=bal_bce&q=test&sort=-few&limit=2"
+    first = client.get(f"/jobs?{query}", headers=user.headers).json()
+    assert len(first["items"]) == 2 and first["next_cursor"]
+    counted = _count(client, trips, f"/jobs?{query}&cursor={first['next_cursor']}", user.headers)
+    assert counted.total <= 2, counted
+    page = counted.statements[-1]
+    assert "jobs.spec" not in page and "jobs.config" not in page, page
+
+
 def test_log_page_costs_at_most_three_round_trips(client, trips, user, make_job) -> None:
     # token + user, the job (its status, read before the lines: api.services.jobs.read_logs),
     # the lines
