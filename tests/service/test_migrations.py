@@ -206,3 +206,53 @@ def test_request_hash_migration_hashes_the_spec_of_keyed_jobs(empty_url):
             assert stored_hash("j_plain") is None
     finally:
         engine.dispose()
+
+
+def test_result_columns_migration_copies_the_accuracies_of_stored_results(empty_url):
+    upgrade_database(empty_url, "0009")
+    now = datetime.now(UTC)
+    engine = create_engine(empty_url)
+    results = {
+        "j_finetune": ("finetune", {"overall": 71.5, "many": 90, "medium": 60.0, "few": None}),
+        "j_pretrain": ("pretrain", {"kind": "pretrain", "overall": 1.0}),
+        "j_none": ("finetune", None),
+    }
+    try:
+        with Session(engine) as session:
+            session.execute(
+                insert(User).values(id=1, name="legacy", is_admin=False, created_at=now)
+            )
+            for job_id, (kind, result) in results.items():
+                session.execute(
+                    insert(Job).values(
+                        id=job_id,
+                        owner_id=1,
+                        kind=kind,
+                        name="n",
+                        status="succeeded",
+                        spec={},
+                        config={},
+                        model="m",
+                        queue="default",
+                        gpus=1,
+                        attempt=1,
+                        cancel_requested=False,
+                        artifact_dir="/a",
+                        result=result,
+                        created_at=now,
+                        updated_at=now,
+                    )
+                )
+            session.commit()
+        upgrade_database(empty_url, "0010")
+        with Session(engine) as session:
+            rows = session.execute(
+                select(Job.id, Job.overall, Job.many, Job.medium, Job.few).order_by(Job.id)
+            ).all()
+        assert [tuple(r) for r in rows] == [
+            ("j_finetune", 71.5, 90.0, 60.0, None),
+            ("j_none", None, None, None, None),
+            ("j_pretrain", None, None, None, None),
+        ]
+    finally:
+        engine.dispose()

@@ -176,6 +176,7 @@ def test_finish_succeeded_records_result_and_releases_the_next_stage(
     assert state.finish_job(claim, Finish("succeeded", result=result), enqueue=enqueue)
     row = _job(db, first.id)
     assert (row.status, row.result, row.finished_at is not None) == ("succeeded", result, True)
+    assert (row.overall, row.many, row.medium, row.few) == (50.0, 60.0, 40.0, 10.0)
     assert _attempts(db, first.id)[0].outcome == "succeeded"
     assert sent == [(second.id, second.queue)]
 
@@ -236,7 +237,9 @@ def test_requeue_and_retry_reset_the_same_fields(db, make_job, enqueue) -> None:
     lost = make_job(
         status="running", worker_id="gone@host", heartbeat_at=LONG_AGO, progress=progress
     )
-    failed = make_job(status="failed", worker_id="w@host", progress=progress, result={"x": 1})
+    failed = make_job(
+        status="failed", worker_id="w@host", progress=progress, result={"x": 1}, few=3.0
+    )
     state.requeue_lost_jobs(60, enqueue=enqueue)
     with db() as session:
         assert state.retry(session, session.get(Job, failed.id), by="alice")
@@ -247,6 +250,7 @@ def test_requeue_and_retry_reset_the_same_fields(db, make_job, enqueue) -> None:
         "heartbeat_at",
         "progress",
         "result",
+        "few",
         "failure_reason",
         "failure_message",
         "started_at",
