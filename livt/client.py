@@ -477,14 +477,31 @@ class LivtClient:
         status: str | None = None,
         kind: str | None = None,
         *,
+        tag: str | None = None,
+        dataset: str | None = None,
+        loss: str | None = None,
+        model: str | None = None,
+        q: str | None = None,
+        sort: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
     ) -> JobPage:
-        """One page of the caller's jobs, newest first."""
+        """One page of the caller's jobs, newest first unless ``sort`` says otherwise
+        (``"-few"``: highest few-shot accuracy first; ``created_at``, ``overall``, ``many``,
+        ``medium``, ``few``). The filters combine; ``q`` is a substring of the name."""
         params: dict[str, Any] = {"limit": limit}
-        for key, value in (("status", status), ("kind", kind), ("cursor", cursor)):
-            if value is not None:
-                params[key] = value
+        filters = {
+            "status": status,
+            "kind": kind,
+            "tag": tag,
+            "dataset": dataset,
+            "loss": loss,
+            "model": model,
+            "q": q,
+            "sort": sort,
+            "cursor": cursor,
+        }
+        params.update({key: value for key, value in filters.items() if value is not None})
         data = self._request("GET", "/jobs", params=params)
         return JobPage(
             items=[Job.from_json(j) for j in data.get("items", [])],
@@ -492,12 +509,17 @@ class LivtClient:
         )
 
     def iter_jobs(
-        self, status: str | None = None, kind: str | None = None, *, page_size: int = 100
+        self,
+        status: str | None = None,
+        kind: str | None = None,
+        *,
+        page_size: int = 100,
+        **filters: str | None,
     ) -> Iterator[Job]:
-        """All matching jobs, newest first, fetched page by page."""
+        """All matching jobs (the filters and ``sort`` of :meth:`jobs`), fetched page by page."""
         cursor: str | None = None
         while True:
-            page = self.jobs(status, kind, limit=page_size, cursor=cursor)
+            page = self.jobs(status, kind, limit=page_size, cursor=cursor, **filters)  # type: ignore[arg-type]
             yield from page.items
             if not page.next_cursor:
                 return

@@ -21,6 +21,7 @@ import argparse
 import json
 import logging
 import os
+import shlex
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
@@ -35,6 +36,12 @@ if TYPE_CHECKING:
 DEFAULT_URL = "http://127.0.0.1:8000"
 KINDS = contract.KINDS
 STATUSES = contract.JOB_STATUSES
+#: ``livt jobs --sort``: a result field, best first (``+few``: worst first), or ``created_at``.
+SORTS = [
+    f"{sign}{name}"
+    for name in ("few", "overall", "many", "medium", "created_at")
+    for sign in ("", "+")
+]
 EXIT_INVALID_SPEC = contract.EXIT_CONFIG
 EXIT_CANCELLED = contract.EXIT_CANCELLED
 OUTPUTS = ("table", "json")
@@ -82,6 +89,17 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("jobs", parents=[common], help="list jobs, newest first")
     p.add_argument("--status", choices=STATUSES, help="only jobs in this state")
     p.add_argument("--kind", choices=KINDS, help="only jobs of this kind")
+    p.add_argument("--tag", help="only jobs carrying this tag")
+    p.add_argument("--dataset", help="only jobs on this dataset")
+    p.add_argument("--loss", help="only jobs with this loss, e.g. bal_bce")
+    p.add_argument("--model", help="only jobs of this model")
+    p.add_argument("--search", dest="q", metavar="TEXT", help="only names containing TEXT")
+    p.add_argument(
+        "--sort",
+        choices=SORTS,
+        help="order by a result (best first; created_at: newest first); prefix '+' for "
+        "lowest / oldest first",
+    )
     p.add_argument("--limit", type=int, default=20, help="jobs per page (default 20)")
     p.add_argument("--cursor", help="continue after a previous page")
     p.set_defaults(func=_command(_jobs))
@@ -453,7 +471,18 @@ def _submit_stages(client: LivtClient, args: argparse.Namespace, spec: dict[str,
 def _jobs(client: LivtClient, args: argparse.Namespace) -> int:
     if args.limit <= 0:
         raise CommandError("--limit must be a positive number of jobs")
-    page = client.jobs(args.status, args.kind, limit=args.limit, cursor=args.cursor)
+    sort, args_sort = None, getattr(args, "sort", None)
+    if args_sort:  # the CLI's --sort few means best first: the API's -few
+        sort = args_sort[1:] if args_sort.startswith("+") else f"-{args_sort}"
+    filters = {name: getattr(args, name, None) for name in ("tag", "dataset", "loss", "model", "q")}
+    page = client.jobs(
+        args.status,
+        args.kind,
+        **filters,
+        sort=sort,
+        limit=args.limit,
+        cursor=args.cursor,
+    )
     if _emit(args, page, [j.id for j in page.items]):
         return 0
     if not page.items:
@@ -469,15 +498,39 @@ def _jobs(client: LivtClient, args: argparse.Namespace) -> int:
             j.dataset or j.preset or "-",
             j.model or "-",
             j.name or "-",
+            _accuracy(j, "overall"),
+            _accuracy(j, "few"),
             _when(j.created_at),
         ]
         for j in page.items
     ]
-    headers = ["ID", "KIND", "STATUS", "PROGRESS", "TRY", "DATASET", "MODEL", "NAME", "CREATED"]
-    _table(rows, headers, sys.stdout, right=(4,))
+    headers = [
+        "ID",
+        "KIND",
+        "STATUS",
+        "PROGRESS",
+        "TRY",
+        "DATASET",
+        "MODEL",
+        "NAME",
+        "OVERALL",
+        "FEW",
+        "CREATED",
+    ]
+    _table(rows, headers, sys.stdout, right=(4, 8, 9))
     if page.next_cursor:
-        print(f"\nmore: livt jobs --limit {args.limit} --cursor {page.next_cursor}")
+        flags = [f"--limit {args.limit}"]
+        for name in ("status", "kind", "tag", "dataset", "loss", "model", "sort", "q"):
+            if getattr(args, name, None):
+                flag = "search" if name == "q" else name
+                flags.append(f"--{flag} {shlex.quote(getattr(args, name))}")
+        print(f"\nmore: livt jobs {' '.join(flags)} --cursor {page.next_cursor}")
     return 0
+
+
+def _accuracy(job: Job, group: str) -> str:
+    value = getattr(job.result, group, None) if job.result is not None else None
+    return "-" if value is None else f"{value:.2f}"
 
 
 def _show(client: LivtClient, args: argparse.Namespace) -> int:
