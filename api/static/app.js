@@ -9,6 +9,7 @@ import {
 import {
   GROUP_COLORS, PALETTE, barChart, formatNumber, lineChart, logBarChart, reliabilityChart, scatterLogX,
 } from "./charts.js";
+import { compareDetails, mismatch } from "./compare.js";
 import { reconstructionView, resultExtras } from "./results.js";
 import { sweepPages } from "./sweeps.js";
 
@@ -244,7 +245,13 @@ function signOut() {
 // ------------------------------------------------------------------------------------------
 // job list
 
-const listState = { status: "", kind: "", cursors: [null] };
+const listState = { status: "", kind: "", tag: "", sort: "", cursors: [null] };
+const SORTS = [["", "Newest first"], ["-overall", "Best overall"], ["-few", "Best few"], ["-many", "Best many"]];
+
+function accuracyCell(job, group) {
+  const value = job.result && job.kind !== "pretrain" ? job.result[group] : null;
+  return h("td", { class: "num mono", data: { col: group } }, value === null || value === undefined ? "–" : value.toFixed(2));
+}
 
 function jobsView() {
   const tbody = h("tbody");
@@ -253,34 +260,51 @@ function jobsView() {
   const next = h("button", { class: "btn btn-small", type: "button", id: "next-page" }, "Older →");
   let nextCursor = null;
 
+  const restart = () => { listState.cursors = [null]; poller.stop(); poller = new Poller(refresh); };
   const select = (name, values, label) => h("div", { class: "field" },
     h("label", { for: `filter-${name}` }, label),
     h("select", {
       id: `filter-${name}`, name,
-      onchange: (e) => { listState[name] = e.target.value; listState.cursors = [null]; poller.stop(); poller = new Poller(refresh); },
+      onchange: (e) => { listState[name] = e.target.value; restart(); },
     },
     h("option", { value: "" }, "all"),
     values.map((v) => h("option", { value: v, selected: listState[name] === v }, v))));
+  const tagInput = h("input", {
+    id: "filter-tag", name: "tag", type: "search", placeholder: "any", value: listState.tag,
+    pattern: "[A-Za-z0-9][A-Za-z0-9._:\\-]{0,49}",
+    onchange: (e) => {
+      if (!e.target.checkValidity()) { toast("A tag is letters, digits, '.', '_', ':' or '-'.", "error"); return; }
+      listState.tag = e.target.value.trim(); restart();
+    },
+  });
+  const sortSelect = h("select", {
+    id: "sort-jobs", name: "sort",
+    onchange: (e) => { listState.sort = e.target.value; restart(); },
+  }, SORTS.map(([v, label]) => h("option", { value: v, selected: listState.sort === v }, label)));
 
   const table = h("table", { class: "jobs-table" },
     h("thead", {}, h("tr", {},
-      ["Job", "Kind", "Dataset", "Model", "Status", "Progress", "Try", "Created", "Finished"]
-        .map((t) => h("th", { class: t === "Try" ? "num" : null }, t)))),
+      ["Job", "Kind", "Dataset", "Model", "Status", "Progress", "Try", "Overall", "Few", "Created", "Finished"]
+        .map((t) => h("th", { class: ["Try", "Overall", "Few"].includes(t) ? "num" : null }, t)))),
     tbody);
 
   app.replaceChildren(
     h("div", { class: "page-head" },
-      h("div", {}, h("h1", {}, "Jobs"), h("p", { class: "muted small" }, "Newest first; refreshes every 2 seconds.")),
+      h("div", {}, h("h1", {}, "Jobs"), h("p", { class: "muted small" }, "Refreshes every 2 seconds; accuracies in percent on the reported split.")),
       h("div", { class: "actions" }, h("a", { class: "btn btn-primary", href: "#/submit" }, "New job"))),
     h("section", { class: "card" },
-      h("div", { class: "toolbar" }, select("status", STATUSES, "Status"), select("kind", KINDS, "Kind")),
+      h("div", { class: "toolbar" }, select("status", STATUSES, "Status"), select("kind", KINDS, "Kind"),
+        h("div", { class: "field" }, h("label", { for: "filter-tag" }, "Tag"), tagInput),
+        h("div", { class: "field" }, h("label", { for: "sort-jobs" }, "Order"), sortSelect)),
       h("div", { class: "table-wrap" }, table),
       h("div", { class: "pager" }, pageInfo, prev, next)));
 
   async function refresh() {
     const page = listState.cursors.length - 1;
     const cursor = listState.cursors[page];
-    const data = await api.jobs({ status: listState.status, kind: listState.kind, limit: PAGE_SIZE, cursor });
+    const data = await api.jobs({
+      status: listState.status, kind: listState.kind, tag: listState.tag, sort: listState.sort, limit: PAGE_SIZE, cursor,
+    });
     nextCursor = data.next_cursor;
     renderRows(data.items);
     prev.disabled = page === 0;
@@ -291,8 +315,8 @@ function jobsView() {
 
   function renderRows(jobs) {
     if (!jobs.length) {
-      tbody.replaceChildren(h("tr", {}, h("td", { colspan: 9, class: "empty" },
-        listState.status || listState.kind ? "No jobs match these filters." : "No jobs yet — submit one.")));
+      tbody.replaceChildren(h("tr", {}, h("td", { colspan: 11, class: "empty" },
+        listState.status || listState.kind || listState.tag ? "No jobs match these filters." : "No jobs yet — submit one.")));
       return;
     }
     tbody.replaceChildren(...jobs.map((job) => h("tr", {
@@ -306,6 +330,8 @@ function jobsView() {
     h("td", {}, badge(job.status)),
     h("td", {}, progressView(job)),
     h("td", { class: "num" }, job.attempt),
+    accuracyCell(job, "overall"),
+    accuracyCell(job, "few"),
     timeCell(job.created_at),
     timeCell(job.finished_at))));
   }
@@ -916,11 +942,14 @@ function compareView(params) {
   const pickBody = h("tbody");
   const more = h("button", { class: "btn btn-small", type: "button", hidden: true }, "Load more");
   const output = h("div", { id: "comparison" });
+  const extras = h("div", { id: "comparison-details" });
+  const details = compareDetails({ h, card, api, palette: PALETTE, jobHref, jobLabel, fmtPct });
 
   app.replaceChildren(
     h("div", { class: "page-head" }, h("div", {}, h("h1", {}, "Compare jobs"),
       h("p", { class: "muted small" }, "Pick finished jobs to see their many / medium / few / overall accuracy side by side."))),
     output,
+    extras,
     card("Finished jobs with results",
       h("div", { class: "table-wrap" }, h("table", { id: "compare-pick" },
         h("thead", {}, h("tr", {}, ["", "Job", "Kind", "Dataset", "Model", "Loss", "Overall", "Finished"]
@@ -953,26 +982,32 @@ function compareView(params) {
     const jobs = [...selected].map((id) => known.get(id)).filter((j) => j && hasAccuracy(j));
     if (!jobs.length) {
       output.replaceChildren(card(null, h("p", { class: "muted" }, "Select two or more jobs below.")));
+      details.render(extras, []);
       return;
     }
     const label = (j) => `${jobLabel(j)}${j.loss ? ` (${j.loss})` : ""}`;
     const cols = [["many", "Many"], ["medium", "Medium"], ["few", "Few"], ["overall", "Overall"], ["top5", "Top-5"], ["ece", "ECE"]];
+    const warning = mismatch(jobs);
     const best = Object.fromEntries(cols.map(([k]) => {
+      if (warning) return [k, null];
       const vals = jobs.map((j) => j.result[k]).filter(Number.isFinite);
       const top = k === "ece" ? Math.min(...vals) : Math.max(...vals);
       return [k, vals.length && vals.some((v) => v !== top) ? top : null];
     }));
     const table = h("table", { id: "compare-table" },
-      h("thead", {}, h("tr", {}, h("th", {}, "Job"), h("th", {}, "Model"), h("th", {}, "Dataset"),
+      h("thead", {}, h("tr", {}, h("th", {}, "Job"), h("th", {}, "Model"), h("th", {}, "Dataset"), h("th", {}, "Split"),
         cols.map(([, t]) => h("th", { class: "num" }, t)))),
       h("tbody", {}, jobs.map((j, i) => h("tr", {},
         h("td", {}, h("span", { class: "swatch", style: `background:${PALETTE[i % PALETTE.length]}` }),
           h("a", { href: jobHref(j.id) }, label(j))),
-        h("td", { class: "mono" }, j.model || "–"), h("td", {}, j.dataset || j.preset || "–"),
+        h("td", { class: "mono" }, j.model || "–"), h("td", {}, j.dataset || j.preset || "–"), h("td", {}, j.result.split || "–"),
         cols.map(([k]) => h("td", { class: "num" }, j.result[k] === best[k] ? h("strong", {}, fmtPct(j.result[k])) : fmtPct(j.result[k])))))));
     const bars = h("div", { class: "chart-box", id: "chart-compare" });
-    output.replaceChildren(card("Accuracy by shot group (%)", bars, h("div", { class: "table-wrap section" }, table),
-      h("p", { class: "chart-note" }, "Best value per column in bold (lowest for ECE).")));
+    output.replaceChildren(card("Accuracy by shot group (%)",
+      warning ? h("div", { class: "compare-warning", id: "compare-warning", role: "alert" }, warning) : null,
+      bars, h("div", { class: "table-wrap section" }, table),
+      h("p", { class: "chart-note" }, warning ? "Nothing is marked best: the runs do not compare." : "Best value per column in bold (lowest for ECE).")));
+    details.render(extras, jobs).catch((err) => toast(err.message, "error"));
     barChart(bars, GROUPS, jobs.map((j, i) => ({
       name: label(j), color: PALETTE[i % PALETTE.length], values: GROUPS.map((g) => j.result[g]),
     })), { yMax: 100, yLabel: "top-1 (%)", legend: true, height: 280 });

@@ -397,3 +397,90 @@ export function heatmap(container, matrix, order, names, opts = {}) {
   f.svg.appendChild(plot);
   return f.svg;
 }
+
+/**
+ * Overlaid line chart of several runs that zooms: drag across the plot to show only that x
+ * range (opts.onZoom([lo, hi]) is called; draw again with opts.xDomain), and a log-scale y axis
+ * (opts.logY; values <= 0 are left out). series: [{name, color, points: [[x, y], ...]}];
+ * options: xLabel, yLabel, height, xDomain [lo, hi], logY, onZoom.
+ */
+export function overlayChart(container, series, opts = {}) {
+  const inX = (p) => !opts.xDomain || (p[0] >= opts.xDomain[0] && p[0] <= opts.xDomain[1]);
+  const usable = (p) => Number.isFinite(p[1]) && (!opts.logY || p[1] > 0) && inX(p);
+  const shown = series.map((s) => ({ ...s, points: s.points.filter(usable) }));
+  const all = shown.flatMap((s) => s.points);
+  const f = frame(container, opts.height || 260, "line-chart overlay-chart");
+  f.svg.dataset.log = opts.logY ? "y" : "";
+  if (!all.length) {
+    emptyState(f, opts.empty || "no data for these runs");
+    return f.svg;
+  }
+  let [xlo, xhi] = opts.xDomain || [Math.min(...all.map((p) => p[0])), Math.max(...all.map((p) => p[0]))];
+  if (xlo === xhi) { xlo -= 0.5; xhi += 0.5; }
+  let ylo = Math.min(...all.map((p) => p[1]));
+  let yhi = Math.max(...all.map((p) => p[1]));
+  let yTicks;
+  let sy;
+  if (opts.logY) {
+    if (ylo === yhi) { ylo /= 2; yhi *= 2; }
+    yTicks = logTicks(ylo, yhi).map((t) => t.value);
+    const l0 = Math.log10(ylo);
+    const l1 = Math.log10(yhi);
+    const scale = linear(l0, l1, f.y0, f.y1);
+    sy = (v) => scale(Math.log10(v));
+  } else {
+    const pad = (yhi - ylo) * 0.08 || Math.abs(yhi) * 0.1 || 1;
+    ylo -= pad; yhi += pad;
+    yTicks = niceTicks(ylo, yhi, 5);
+    ylo = Math.min(ylo, yTicks[0]); yhi = Math.max(yhi, yTicks.at(-1));
+    sy = linear(ylo, yhi, f.y0, f.y1);
+  }
+  const sx = linear(xlo, xhi, f.x0, f.x1);
+  const xTicks = niceTicks(xlo, xhi, Math.min(8, Math.max(2, Math.floor((f.x1 - f.x0) / 70))));
+  axes(f, xTicks, yTicks, sx, sy, { ...opts, yFormat: opts.logY ? formatNumber : null });
+  const plot = el("g", { class: "plot" });
+  for (const s of shown) {
+    if (!s.points.length) continue;
+    const d = s.points.map((p, i) => `${i ? "L" : "M"}${sx(p[0]).toFixed(1)},${sy(p[1]).toFixed(1)}`).join("");
+    plot.appendChild(el("path", {
+      d, class: "series-line", stroke: s.color, "data-series": s.name, "data-points": s.points.length,
+    }));
+    if (s.points.length <= 80) {
+      for (const p of s.points) {
+        const dot = el("circle", { cx: sx(p[0]), cy: sy(p[1]), r: 2.6, fill: s.color, class: "dot" });
+        plot.appendChild(title(dot, `${s.name}: ${formatNumber(p[1])} at ${opts.xLabel || "x"} ${formatNumber(p[0])}`));
+      }
+    }
+  }
+  f.svg.appendChild(plot);
+  legend(f, shown.filter((s) => s.points.length));
+  if (opts.onZoom) {
+    const toX = (px) => xlo + ((px - f.x0) / (f.x1 - f.x0 || 1)) * (xhi - xlo);
+    const band = el("rect", { class: "zoom-band", y: f.y1, height: f.y0 - f.y1, width: 0, visibility: "hidden" });
+    let start = null;
+    const local = (e) => {
+      const box = f.svg.getBoundingClientRect();
+      return Math.min(f.x1, Math.max(f.x0, (e.clientX - box.left) * (f.width / box.width)));
+    };
+    f.svg.addEventListener("mousedown", (e) => { start = local(e); band.setAttribute("visibility", "visible"); e.preventDefault(); });
+    f.svg.addEventListener("mousemove", (e) => {
+      if (start === null) return;
+      const x = local(e);
+      band.setAttribute("x", Math.min(start, x));
+      band.setAttribute("width", Math.abs(x - start));
+    });
+    const end = (e) => {
+      if (start === null) return;
+      const x = local(e);
+      const [a, b] = [Math.min(start, x), Math.max(start, x)];
+      start = null;
+      band.setAttribute("visibility", "hidden");
+      if (b - a >= 4) opts.onZoom([toX(a), toX(b)]);
+    };
+    f.svg.addEventListener("mouseup", end);
+    f.svg.addEventListener("mouseleave", end);
+    f.svg.insertBefore(band, plot);
+    f.svg.style.cursor = "crosshair";
+  }
+  return f.svg;
+}
