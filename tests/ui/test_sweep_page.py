@@ -81,3 +81,9 @@ def test_sweep_page_shows_table_heatmap_and_the_posthoc_curve(
     assert float(chart.get_attribute("data-best-tau")) == posthoc["posthoc_best_tau"]
     expect(page.locator("#posthoc-table tbody tr")).to_have_count(len(TAUS))
     expect(page.locator("#posthoc-calibration")).to_contain_text("fitted on the val split")
+
+    # a row's compare link opens the compare view with the row's jobs
+    page.goto(page.url.split("#")[0] + f"#/sweeps/{sweep.id}")
+    page.locator("#sweep-table tbody tr").first.get_by_role("link", name="compare").click()
+    expect(page.locator("#compare-table tbody tr")).to_have_count(1)
+    assert done.table[0]["cells"][0]["job"] in page.url
