@@ -82,6 +82,13 @@ class Settings(BaseSettings):
         description="how long the nodes of a multi-node job wait for the whole gang before "
         "their slots are released and the job waits in the queue again",
     )
+    retention_keep_best_days: float | None = Field(
+        None,
+        gt=0,
+        description="this many days after a job succeeded, the workers delete its checkpoints "
+        "except the one later stages start from (finetune: checkpoint-best.pth, pretrain: "
+        "checkpoint-last.pth); unset: checkpoints are kept until the job is deleted",
+    )
     heartbeat_seconds: float = Field(5.0, gt=0)
     worker_lost_seconds: float = Field(60.0, gt=0)
     worker_restart_delay_max_seconds: float = Field(

@@ -240,6 +240,45 @@ def register_artifacts(
     return [r["name"] for r in rows]
 
 
+def prune_checkpoints(older_than: timedelta, *, limit: int = 100) -> list[str]:
+    """Deletes the checkpoints of jobs that succeeded more than ``older_than`` ago, except the
+    one a later stage starts from (``contract.INIT_CHECKPOINT``: a finetune keeps its best, a
+    pretrain its last); the files first, then their ``artifacts`` rows. A file outside its job's
+    artifact folder is left alone (its row goes). Returns ``"<job id>/<name>"`` of each one."""
+    cutoff = utcnow() - older_than
+    kept = [
+        and_(Job.kind == kind, Artifact.name == name)
+        for kind, name in contract.INIT_CHECKPOINT.items()
+    ]
+    with session_scope() as session:
+        rows = session.execute(
+            select(Artifact.id, Artifact.job_id, Artifact.name, Artifact.path, Job.artifact_dir)
+            .join(Job, Job.id == Artifact.job_id)
+            .where(
+                Job.status == "succeeded",
+                Job.finished_at < cutoff,
+                Artifact.kind == "checkpoint",
+                ~or_(*kept),
+            )
+            .order_by(Artifact.id)
+            .limit(limit)
+        ).all()
+    if not rows:
+        return []
+    for row in rows:
+        folder = Path(row.artifact_dir).resolve()
+        path = Path(row.path).resolve()
+        if path.is_relative_to(folder):
+            path.unlink(missing_ok=True)
+        else:
+            logger.warning("artifact %s of %s lies outside its folder: kept", path, row.job_id)
+    with _writing() as session:
+        session.execute(delete(Artifact).where(Artifact.id.in_([r.id for r in rows])))
+    pruned = [f"{r.job_id}/{r.name}" for r in rows]
+    logger.info("retention: deleted %d checkpoint(s): %s", len(pruned), ", ".join(pruned))
+    return pruned
+
+
 # --------------------------------------------------------------------------- claim and run
 
 

@@ -19,12 +19,19 @@ job requeued, to resume from its last checkpoint on the next worker.
 
 The same round looks after dataset profilings (``livt_service.datasets``): a profiling whose
 worker stopped reporting gets its next try, one whose message the broker lost is sent again.
+
+With ``LIVT_RETENTION_KEEP_BEST_DAYS`` set, the same thread (at most every ten minutes) deletes
+the checkpoints of jobs that succeeded that many days ago, except the one later stages start
+from (``livt_service.state.prune_checkpoints``); failed and cancelled jobs keep theirs, since a
+retry resumes from the last one.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
+from datetime import timedelta
 from typing import Any
 
 from celery import Celery
@@ -37,6 +44,9 @@ from livt_service.settings import get_settings
 from worker.context import WorkerContext, configure, get_context, node_name, worker_address
 
 logger = logging.getLogger(__name__)
+
+#: The retention round (``LIVT_RETENTION_KEEP_BEST_DAYS``) runs at most this often per worker.
+PRUNE_EVERY_SECONDS = 600.0
 
 
 class Janitor(threading.Thread):
@@ -57,6 +67,7 @@ class Janitor(threading.Thread):
         self.lost_after = lost_after
         self.resend_grace = resend_grace
         self._stop_event = threading.Event()
+        self._pruned_at = -PRUNE_EVERY_SECONDS
 
     def run(self) -> None:
         while not self._stop_event.wait(self.interval):
@@ -68,7 +79,12 @@ class Janitor(threading.Thread):
         try:
             state.worker_heartbeat(ctx.worker_id, ctx.queues, ctx.gpus, worker_address())
             handled = state.requeue_lost_jobs(self.lost_after)
-            return handled + self.resend_stranded() + self.recover_profilings()
+            return (
+                handled
+                + self.resend_stranded()
+                + self.recover_profilings()
+                + self.prune_artifacts()
+            )
         except SQLAlchemyError as exc:
             logger.warning("janitor: database unreachable, will retry: %s", exc)
         except Exception:
@@ -95,6 +111,19 @@ class Janitor(threading.Thread):
                 logger.warning("job %s was queued without a broker message: sent again", job_id)
                 sent.append(job_id)
         return sent
+
+    def prune_artifacts(self) -> list[str]:
+        """With ``LIVT_RETENTION_KEEP_BEST_DAYS`` set, at most once per
+        :data:`PRUNE_EVERY_SECONDS`: deletes the checkpoints of jobs that succeeded that many
+        days ago except the one later stages start from (``state.prune_checkpoints``). Returns
+        ``artifact:<job id>/<name>`` for each file."""
+        days = get_settings().retention_keep_best_days
+        now = time.monotonic()
+        if days is None or now - self._pruned_at < PRUNE_EVERY_SECONDS:
+            return []
+        self._pruned_at = now
+        pruned = state.prune_checkpoints(timedelta(days=days))
+        return [f"artifact:{name}" for name in pruned]
 
     def recover_profilings(self) -> list[str]:
         """Sends the next try of the dataset profilings whose worker was lost and re-sends the
