@@ -33,6 +33,7 @@ from api.schemas import (
 )
 from api.services import jobs as service
 from api.services.pending import pending_reason, pending_reasons
+from livt_core.paths import SafeStr
 from livt_service.models import User
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
@@ -95,11 +96,14 @@ async def list_jobs(
     tag: Annotated[
         str | None, Query(pattern=TAG_PATTERN, description="jobs carrying this tag")
     ] = None,
-    dataset: Annotated[str | None, Query(max_length=100, description="dataset name")] = None,
-    loss: Annotated[str | None, Query(max_length=64, description="loss name, e.g. bal_bce")] = None,
-    model: Annotated[str | None, Query(max_length=100, description="model name")] = None,
+    dataset: Annotated[SafeStr | None, Query(max_length=100, description="dataset name")] = None,
+    loss: Annotated[
+        SafeStr | None, Query(max_length=64, description="loss name, e.g. bal_bce")
+    ] = None,
+    model: Annotated[SafeStr | None, Query(max_length=100, description="model name")] = None,
     q: Annotated[
-        str | None, Query(max_length=200, description="case-insensitive substring of the name")
+        SafeStr | None,
+        Query(max_length=200, description="case-insensitive substring of the name"),
     ] = None,
     sort: Annotated[
         str,

@@ -103,6 +103,8 @@ def test_result_sort_pages_through_ties_and_missing_values(client, user, ranked)
         ("loss=focal", "loss", "bal_bce"),
         ("model=resnet9", "model", "vit_"),
         ("tag=no%20spaces", "tag", ""),
+        ("q=a%00b", "q", ""),
+        ("dataset=%00", "dataset", ""),
         ("sort=-few&cursor=bm90IGEgY3Vyc29y", "cursor", "same sort"),
     ],
 )
