@@ -84,6 +84,12 @@ class Settings(BaseSettings):
     )
     heartbeat_seconds: float = Field(5.0, gt=0)
     worker_lost_seconds: float = Field(60.0, gt=0)
+    pending_workers_ttl_seconds: float = Field(
+        2.0,
+        ge=0,
+        description="how long an API process reuses the live workers it read for pending "
+        "reasons (0: read them on every request)",
+    )
     worker_restart_delay_max_seconds: float = Field(
         5.0,
         gt=0,

@@ -97,10 +97,10 @@ async def list_jobs(
     """Your jobs (all jobs for an admin), newest first, one page at a time."""
 
     def page(user: User) -> Response:
-        jobs, next_cursor = service.list_jobs(
+        jobs, next_cursor, facts = service.list_jobs(
             session, user, status=status_, kind=kind, limit=limit, cursor=cursor
         )
-        reasons = pending_reasons(session, settings, jobs)
+        reasons = pending_reasons(session, settings, jobs, facts)
         return json_response(
             JobList(
                 items=[JobSummary.from_job(j, reasons.get(j.id)) for j in jobs],
@@ -116,8 +116,8 @@ async def get_job(
     *, job_id: JobId, session: SessionDep, settings: SettingsDep, credentials: Credentials
 ) -> Response:
     def read(user: User) -> Response:
-        job = service.get_job(session, user, job_id)
-        return json_response(JobPublic.from_job(job, pending_reason(session, settings, job)))
+        job, facts = service.get_job_pending(session, user, job_id)
+        return json_response(JobPublic.from_job(job, pending_reason(session, settings, job, facts)))
 
     return await run_as_user(session, credentials, read)
 

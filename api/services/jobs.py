@@ -37,7 +37,7 @@ from api.errors import (
 )
 from api.schemas import ID_PATTERN, InitRef, JobSpec, PipelineCreate
 from api.services.idempotency import check_same_request, job_request_hash, stage_request_hash
-from api.services.pending import known_queues, live_workers
+from api.services.pending import Facts, facts_of, known_queues, live_workers, pending_columns
 from livt_core import checks, contract
 from livt_core.config import CONFIG_CLASSES, ConfigErrors, deep_merge, resolve_config
 from livt_core.errors import CheckpointError, ConfigError
@@ -99,6 +99,8 @@ LIST_COLUMNS = (
     Job.loss,
     Job.queue,
     Job.gpus,
+    Job.nodes,
+    Job.devices,
     Job.attempt,
     Job.progress,
     Job.result,
@@ -109,6 +111,9 @@ LIST_COLUMNS = (
     Job.init_job_id,
     Job.depends_on,
     Job.idempotency_key,
+    Job.sweep_id,
+    Job.tags,
+    Job.notes,
     Job.created_at,
     Job.started_at,
     Job.finished_at,
@@ -121,6 +126,9 @@ _ANY_JOB = (
     select(Job).options(joinedload(Job.owner, innerjoin=True)).where(Job.id == bindparam("job_id"))
 )
 _OWN_JOB = _ANY_JOB.where(Job.owner_id == bindparam("owner_id"))
+#: The same with the pending-reason facts of a queued job (``api.services.pending``).
+_ANY_JOB_PENDING = _ANY_JOB.add_columns(*pending_columns())
+_OWN_JOB_PENDING = _ANY_JOB_PENDING.where(Job.owner_id == bindparam("owner_id"))
 
 
 def get_job(session: Session, user: User, job_id: str, *, for_update: bool = False) -> Job:
@@ -137,6 +145,17 @@ def get_job(session: Session, user: User, job_id: str, *, for_update: bool = Fal
     if job is None:
         raise NotFoundError(f"job {job_id} not found")
     return job
+
+
+def get_job_pending(session: Session, user: User, job_id: str) -> tuple[Job, Facts]:
+    """:func:`get_job` with the facts its pending reason needs, in the same query."""
+    if user.is_admin:
+        row = session.execute(_ANY_JOB_PENDING, {"job_id": job_id}).first()
+    else:
+        row = session.execute(_OWN_JOB_PENDING, {"job_id": job_id, "owner_id": user.id}).first()
+    if row is None:
+        raise NotFoundError(f"job {job_id} not found")
+    return row[0], facts_of([row])
 
 
 def _encode_cursor(job: Job) -> str:
@@ -198,13 +217,15 @@ def list_jobs(
     kind: str | None = None,
     limit: int = 50,
     cursor: str | None = None,
-) -> tuple[list[Job], str | None]:
-    """One page of jobs, newest first, and the cursor of the next page (None on the last)."""
+) -> tuple[list[Job], str | None, Facts]:
+    """One page of jobs, newest first, the cursor of the next page (None on the last) and the
+    pending-reason facts of its queued jobs (read in the same query)."""
     query = list_query(user, status=status, kind=kind, limit=limit, cursor=cursor)
-    jobs = list(session.scalars(query))
+    rows = session.execute(query.add_columns(*pending_columns())).all()
+    jobs, facts = [row[0] for row in rows], facts_of(rows)
     if len(jobs) > limit:
-        return jobs[:limit], _encode_cursor(jobs[limit - 1])
-    return jobs, None
+        return jobs[:limit], _encode_cursor(jobs[limit - 1]), facts
+    return jobs, None, facts
 
 
 def job_metrics(session: Session, user: User, job_id: str) -> list[MetricPoint]:
