@@ -337,12 +337,19 @@ class JobList(BaseModel):
 
 
 class MetricPointPublic(BaseModel):
-    epoch: int
-    metrics: dict[str, Any]
+    epoch: int = Field(description="the epoch (0-based); of a step point, the epoch it lies in")
+    metrics: dict[str, Any] = Field(
+        description="epoch level: train_loss, lr, val_overall, val_many, val_medium, val_few, "
+        "...; step level: loss, lr, images_per_sec"
+    )
+    global_step: int | None = Field(
+        None, description="step level only: the training step (0-based, across epochs)"
+    )
 
 
 class MetricHistory(BaseModel):
     job_id: str
+    level: Literal["epoch", "step"] = "epoch"
     items: list[MetricPointPublic]
 
 

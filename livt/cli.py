@@ -8,7 +8,7 @@ that this module stays a thin dispatcher and ``livt train`` never imports the se
 - ``livt.serve``: ``serve``, ``demo``
 - ``worker.commands``: ``worker``
 - ``livt.client_cli``: ``submit``, ``jobs``, ``show``, ``logs``, ``cancel``, ``retry``, ``wait``,
-  ``results``
+  ``results``, ``export``
 
 A handler is stored as ``func`` on its parser and returns the process exit status. ``main`` imports
 only the module of the command it runs (``COMMANDS``), so a client command does not pay for
@@ -37,7 +37,8 @@ COMMANDS = {
     **dict.fromkeys(("serve", "demo"), "livt.serve"),
     "worker": "worker.commands",
     **dict.fromkeys(
-        ("submit", "jobs", "show", "logs", "cancel", "retry", "wait", "results"), "livt.client_cli"
+        ("submit", "jobs", "show", "logs", "cancel", "retry", "wait", "results", "export"),
+        "livt.client_cli",
     ),
 }
 

@@ -63,6 +63,11 @@ ATTEMPT_LOCK_FILE = ".attempt.lock"
 #: Folder of each attempt's own files: ``attempts/<n>/events.jsonl`` (``EVENTS_FILE``) and
 #: ``attempts/<n>/STOP`` (``STOP_FILE``).
 ATTEMPTS_DIR = "attempts"
+#: The weights export of a finished run (``livt_core.export``): safetensors, config in metadata.
+EXPORT_FILE = "model.safetensors"
+#: TensorBoard event files of a run, one per attempt (``livt_core.tensorboard``); TensorBoard
+#: reads every file whose name holds ``tfevents``.
+TENSORBOARD_PREFIX = "events.out.tfevents."
 
 #: The files of a run folder the service registers as artifacts, with their kind.
 ARTIFACT_KINDS: dict[str, str] = {
@@ -71,7 +76,33 @@ ARTIFACT_KINDS: dict[str, str] = {
     CONFIG_FILE: "config",
     RESULTS_FILE: "results",
     HISTORY_FILE: "history",
+    EXPORT_FILE: "export",
 }
+TENSORBOARD_KIND = "tensorboard"
+
+
+def artifact_kind(name: str) -> str | None:
+    """The artifact kind of a file name of a run folder (None: not an artifact)."""
+    if name in ARTIFACT_KINDS:
+        return ARTIFACT_KINDS[name]
+    if name.startswith(TENSORBOARD_PREFIX) and "/" not in name:
+        return TENSORBOARD_KIND
+    return None
+
+
+#: Most step points (loss, lr, speed) kept per job: the database and TensorBoard keep the first
+#: step of each of at most this many equal spans of the run's steps.
+MAX_STEP_POINTS = 2000
+
+
+def step_bucket(global_step: int, total_steps: int, max_points: int = MAX_STEP_POINTS) -> int:
+    """The span (0 … ``max_points`` - 1) of the run's ``total_steps`` that ``global_step`` lies
+    in: one point per span bounds the points of a run whatever its length."""
+    if total_steps <= max_points:
+        return max(0, min(int(global_step), max(total_steps, 1) - 1, max_points - 1))
+    return max(0, min(int(global_step) * max_points // total_steps, max_points - 1))
+
+
 #: The checkpoint of a finished job that a later stage starts from, by the job's kind.
 INIT_CHECKPOINT: dict[str, str] = {"pretrain": LAST_CHECKPOINT, "finetune": BEST_CHECKPOINT}
 
