@@ -96,11 +96,14 @@ MAX_STEP_POINTS = 2000
 
 
 def step_bucket(global_step: int, total_steps: int, max_points: int = MAX_STEP_POINTS) -> int:
-    """The span (0 … ``max_points`` - 1) of the run's ``total_steps`` that ``global_step`` lies
-    in: one point per span bounds the points of a run whatever its length."""
-    if total_steps <= max_points:
-        return max(0, min(int(global_step), max(total_steps, 1) - 1, max_points - 1))
-    return max(0, min(int(global_step) * max_points // total_steps, max_points - 1))
+    """The span (0 … ``max_points`` - 1) of the run's ``total_steps`` that a step lies in;
+    ``global_step`` is the step event's (1 … ``total_steps``: the steps done, this one
+    included). One point per span bounds the points of a run whatever its length."""
+    index = max(int(global_step) - 1, 0)
+    total = max(int(total_steps), 1)
+    return min(
+        index * max_points // total if total > max_points else index, total - 1, max_points - 1
+    )
 
 
 #: The checkpoint of a finished job that a later stage starts from, by the job's kind.
