@@ -199,6 +199,12 @@ def append_log(
     append_logs(session, job_id, attempt, [LogRecord(message, level)])
 
 
+def add_log_line(job_id: str, attempt: int, message: str, level: str = "INFO") -> None:
+    """Appends one line to the job's log in a transaction of its own (any status)."""
+    with _writing() as session:
+        append_log(session, job_id, attempt, message, level)
+
+
 def upsert_metrics(session: Session, job_id: str, metrics: Mapping[int, Mapping[str, Any]]) -> None:
     """One row per (job, epoch); a repeated epoch (after a resume) replaces the old one."""
     now = utcnow()

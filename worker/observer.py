@@ -116,6 +116,9 @@ class RunObserver:
         #: the status of the run's ``end`` event (None until it arrives)
         self.end_status: str | None = None
         self._last_bucket: int | None = None
+        #: every epoch's metrics and step point seen (what the run's tracking logs at the end)
+        self.epochs: dict[int, dict[str, Any]] = {}
+        self.steps: dict[int, dict[str, Any]] = {}
 
     # ------------------------------------------------------------------ input
 
@@ -152,6 +155,7 @@ class RunObserver:
             self._step_point(event)
         elif kind == contract.EPOCH and isinstance(event.get("epoch"), int):
             self.batch.metrics[event["epoch"]] = dict(event.get("metrics") or {})
+            self.epochs[event["epoch"]] = self.batch.metrics[event["epoch"]]
         elif kind == contract.CHECKPOINT:
             name = Path(str(event.get("path", ""))).name
             if name in contract.ARTIFACT_KINDS:
@@ -176,6 +180,7 @@ class RunObserver:
         self._last_bucket = bucket
         metrics = {k: event.get(k) for k in STEP_METRICS}
         self.batch.steps[bucket] = {"global_step": step, "epoch": epoch, "metrics": metrics}
+        self.steps[bucket] = self.batch.steps[bucket]
 
     def on_events(self, events: Iterable[dict[str, Any]]) -> None:
         for event in events:

@@ -44,6 +44,7 @@ from livt_core.paths import PathPolicy
 from livt_service import state
 from livt_service.settings import get_settings
 from livt_service.state import ClaimedJob, Finish, LogRecord
+from worker.mlflow_tracking import MlflowTracker, tracker_from_settings
 from worker.observer import (
     EXIT_CANCELLED,
     EXIT_REASONS,
@@ -180,6 +181,7 @@ class JobRunner:
         devices: GPU ids for ``CUDA_VISIBLE_DEVICES`` (None: leave the environment alone).
         enqueue: sends a job to the workers (default ``livt_service.queue.enqueue``).
         paths: the roots the run confines its paths to (default :func:`default_path_policy`).
+        tracker: logs the finished attempt to MLflow (default: ``LIVT_MLFLOW_TRACKING_URI``).
     """
 
     def __init__(
@@ -191,8 +193,11 @@ class JobRunner:
         heartbeat_seconds: float = 5.0,
         enqueue: Callable[[str, str], None] | None = None,
         paths: PathPolicy | None = None,
+        tracker: MlflowTracker | None = None,
     ) -> None:
         self.job = job
+        #: MLflow tracking of the finished attempt (default: ``LIVT_MLFLOW_TRACKING_URI``)
+        self.tracker = tracker if tracker is not None else tracker_from_settings()
         self.paths = paths if paths is not None else default_path_policy()
         self.run_dir = Path(job.artifact_dir)
         self.files = attempt_files(self.run_dir, job.attempt)
@@ -479,4 +484,22 @@ class JobRunner:
             logger.warning("job %s: ownership lost before its end was recorded", self.job.id)
             return state.job_status(self.job.id) or "unknown"
         logger.info("job %s %s", self.job.id, outcome.status)
+        self._track(outcome)
         return outcome.status
+
+    def _track(self, outcome: Finish) -> None:
+        """Logs the finished attempt to MLflow when it is configured (never raises)."""
+        if self.tracker is None:
+            return
+        try:
+            self.tracker.log_job(
+                self.job, outcome, self.observer.epochs, self.observer.steps, self._job_log
+            )
+        except Exception:  # the job's end is recorded; tracking must not turn it into a failure
+            logger.exception("job %s: MLflow tracking failed", self.job.id)
+
+    def _job_log(self, message: str, level: str) -> None:
+        try:
+            state.add_log_line(self.job.id, self.job.attempt, message, level)
+        except SQLAlchemyError as exc:
+            logger.warning("job %s: could not log %r: %s", self.job.id, message, exc)
