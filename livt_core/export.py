@@ -21,6 +21,7 @@ the ``livt_version`` / ``kind`` that wrote it), so the weights file alone is eno
 from __future__ import annotations
 
 import json
+import logging
 import os
 import struct
 import tempfile
@@ -29,6 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from livt_core.contract import EXPORT_FILE
+
+logger = logging.getLogger(__name__)
 
 #: The export's file names (the artifact of a job is ``WEIGHTS_FILE``).
 WEIGHTS_FILE = EXPORT_FILE
@@ -269,9 +272,18 @@ def export_checkpoint(
     try:
         spec = data_spec(config.data)
         mean, std = spec.mean, spec.std
-    except Exception:  # the data set is not on this machine: the config's values or ImageNet's
-        mean = config.data.mean or (0.485, 0.456, 0.406)[: weight.shape[1]]
-        std = config.data.std or (0.229, 0.224, 0.225)[: weight.shape[1]]
+    except Exception as exc:  # the data set is not on this machine: the config's values, else
+        # ImageNet's (the channel mean of them for a grey model), said in the log
+        grey = weight.shape[1] == 1
+        mean = config.data.mean or ((0.449,) if grey else (0.485, 0.456, 0.406))
+        std = config.data.std or ((0.226,) if grey else (0.229, 0.224, 0.225))
+        logger.warning(
+            "the data set of %s is not readable here (%s): config.json states mean %s, std %s",
+            checkpoint,
+            exc,
+            list(mean),
+            list(std),
+        )
     folder = Path(out_dir)
     export_model(
         model,
