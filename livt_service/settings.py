@@ -121,6 +121,11 @@ class Settings(BaseSettings):
         min_length=16,
         description="a bearer token that may read /metrics only (for Prometheus); unset: admins only",
     )
+    mlflow_tracking_uri: str | None = Field(
+        None,
+        description="MLflow tracking server (extra livt[mlflow]): each finished job is logged "
+        "there as a run of the experiment livt/<data set>; unset: off",
+    )
     max_body_bytes: int = Field(
         1024 * 1024,
         ge=1024,

@@ -53,6 +53,7 @@ from livt_service.models import (
     LogLine,
     MetricPoint,
     Pipeline,
+    StepPoint,
     User,
     Worker,
     new_id,
@@ -234,6 +235,13 @@ def job_metrics(session: Session, user: User, job_id: str) -> list[MetricPoint]:
     return list(session.scalars(query))
 
 
+def job_step_metrics(session: Session, user: User, job_id: str) -> list[StepPoint]:
+    """The job's step points (at most ``contract.MAX_STEP_POINTS``) in step order."""
+    job = get_job(session, user, job_id)
+    query = select(StepPoint).where(StepPoint.job_id == job.id).order_by(StepPoint.global_step)
+    return list(session.scalars(query))
+
+
 def read_logs(
     session: Session, job_id: str, offset: int, limit: int, *, status: str | None = None
 ) -> tuple[list[LogLine], bool]:
@@ -278,6 +286,17 @@ def artifact_file(session: Session, user: User, job_id: str, name: str) -> Path:
     if not path.is_file():
         raise NotFoundError(f"the file of artifact {name!r} of job {job_id} is gone")
     return path
+
+
+def export_file(session: Session, user: User, job_id: str) -> Path:
+    """The job's weights export (``model.safetensors``, written when the run succeeds)."""
+    job = get_job(session, user, job_id)
+    if job.status != "succeeded":
+        raise ConflictError(
+            f"job {job_id} is {job.status}: its export is written when it succeeds; "
+            "wait for it (livt wait) and export again"
+        )
+    return artifact_file(session, user, job_id, contract.EXPORT_FILE)
 
 
 def get_pipeline(session: Session, user: User, pipeline_id: str) -> Pipeline:
