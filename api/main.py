@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 import livt_core
 from api.errors import NotFoundError, install_error_handlers
+from api.openapi import install_docs, operation_id
 from api.request_limits import BodyLimits, RequestGuard
 from api.routers import (
     datasets,
@@ -90,6 +91,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "/healthz, /readyz and the dashboard needs `Authorization: Bearer <token>`."
         ),
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        generate_unique_id_function=operation_id,
     )
     app.state.settings = settings
     app.state.engine = engine
@@ -120,6 +124,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         webhooks,
     ):
         app.include_router(module.router)
+    install_docs(app)
 
     @app.get("/", include_in_schema=False, response_model=None)
     def dashboard() -> FileResponse:

@@ -18,6 +18,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from livt_core import catalog
+from livt_core.config import CONFIG_CLASSES
 from livt_core.contract import (
     FailureReason,
     LongTailResult,
@@ -108,9 +110,83 @@ class InitRef(BaseModel):
         return self
 
 
+# --------------------------------------------------------------------------------------------
+# the run fields of a job spec, in its JSON schema: generated from the livt_core config models
+
+#: Config fields a job spec does not take as run fields: ``kind`` (the spec's own), ``init``
+#: (the service's :class:`InitRef`) and ``checkpoint`` (set from ``init``).
+_NOT_RUN_FIELDS = frozenset({"kind", "init", "checkpoint"})
+#: Constraint names pydantic leaves in a schema when a validator wraps the type → JSON Schema.
+_CONSTRAINT_KEYWORDS = {
+    "le": "maximum",
+    "ge": "minimum",
+    "lt": "exclusiveMaximum",
+    "gt": "exclusiveMinimum",
+}
+
+
+def _inline(node: Any, defs: dict[str, Any]) -> Any:
+    """``node`` with every ``$ref`` to ``defs`` replaced by the definition, pydantic's leftover
+    constraint names made JSON Schema keywords, and no ``required`` (run fields are partial
+    overrides of the preset and its defaults)."""
+    if isinstance(node, list):
+        return [_inline(v, defs) for v in node]
+    if not isinstance(node, dict):
+        return node
+    if "$ref" in node:
+        target = defs[node["$ref"].rsplit("/", 1)[-1]]
+        return _inline({**target, **{k: v for k, v in node.items() if k != "$ref"}}, defs)
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key in ("required", "title"):
+            continue
+        if key == "properties" and isinstance(value, dict):
+            out[key] = {name: _inline(v, defs) for name, v in value.items()}
+        elif key in _CONSTRAINT_KEYWORDS and isinstance(value, int | float):
+            out.setdefault(_CONSTRAINT_KEYWORDS[key], value)
+        else:
+            out[key] = _inline(value, defs)
+    return out
+
+
+def run_fields_schema(kind: str) -> dict[str, Any]:
+    """JSON schemas of the run fields of a ``kind`` job spec: every field of the ``livt_core``
+    config of that kind with its type, bounds, enum, default and description; model, loss and
+    data set names from ``livt_core.catalog``."""
+    schema = CONFIG_CLASSES[kind].model_json_schema(mode="validation")
+    defs = schema.get("$defs", {})
+    fields = {
+        name: _inline(sub, defs)
+        for name, sub in schema["properties"].items()
+        if name not in _NOT_RUN_FIELDS
+    }
+    family = "mae" if kind == "pretrain" else "vit"
+    models_ = [m for m in catalog.list_models() if catalog.model_family(m) == family]
+    fields["model"].update(enum=models_, description=f"the {family} model (GET /presets)")
+    if "loss" in fields:
+        fields["loss"].update(enum=catalog.list_losses(), description="training loss")
+    dataset = fields["data"]["properties"]["dataset"]
+    dataset["enum"] = list(catalog.DATASET_NAMES)
+    return fields
+
+
+def _spec_schema(kind: str, example: dict[str, Any]) -> Any:
+    """``json_schema_extra`` of a job spec: its run fields typed, nothing else accepted."""
+
+    def extra(schema: dict[str, Any]) -> None:
+        properties = schema.setdefault("properties", {})
+        for name, sub in run_fields_schema(kind).items():
+            properties.setdefault(name, sub)
+        schema["additionalProperties"] = False
+        schema["examples"] = [example]
+
+    return extra
+
+
 class _JobSpecBase(BaseModel):
     """Service fields of a job spec; every other key is a run field of the ``livt_core`` config
-    of that kind (``model``, ``epochs``, ``blr``, ``loss``, ``data`` ...)."""
+    of that kind (``model``, ``epochs``, ``blr``, ``loss``, ``data`` ...): validated by
+    ``resolve_config`` and typed in the JSON schema (:func:`run_fields_schema`)."""
 
     model_config = ConfigDict(extra="allow", allow_inf_nan=False)
 
@@ -151,9 +227,9 @@ class PretrainJobCreate(_JobSpecBase):
 
     model_config = ConfigDict(
         extra="allow",
-        json_schema_extra={
-            "examples": [{"kind": "pretrain", "preset": "fashion-mnist-lt", "epochs": 1}]
-        },
+        json_schema_extra=_spec_schema(
+            "pretrain", {"kind": "pretrain", "preset": "fashion-mnist-lt", "epochs": 1}
+        ),
     )
 
     kind: Literal["pretrain"]
@@ -164,17 +240,16 @@ class FinetuneJobCreate(_InitJobSpec):
 
     model_config = ConfigDict(
         extra="allow",
-        json_schema_extra={
-            "examples": [
-                {
-                    "kind": "finetune",
-                    "preset": "fashion-mnist-lt",
-                    "init": {"job": "j_01hx0000000000000000000000"},
-                    "loss": "bal_bce",
-                    "epochs": 1,
-                }
-            ]
-        },
+        json_schema_extra=_spec_schema(
+            "finetune",
+            {
+                "kind": "finetune",
+                "preset": "fashion-mnist-lt",
+                "init": {"job": "j_01hx0000000000000000000000"},
+                "loss": "bal_bce",
+                "epochs": 1,
+            },
+        ),
     )
 
     kind: Literal["finetune"]
@@ -185,16 +260,15 @@ class EvaluateJobCreate(_InitJobSpec):
 
     model_config = ConfigDict(
         extra="allow",
-        json_schema_extra={
-            "examples": [
-                {
-                    "kind": "evaluate",
-                    "preset": "fashion-mnist-lt",
-                    "init": {"job": "j_01hx0000000000000000000000"},
-                    "split": "test",
-                }
-            ]
-        },
+        json_schema_extra=_spec_schema(
+            "evaluate",
+            {
+                "kind": "evaluate",
+                "preset": "fashion-mnist-lt",
+                "init": {"job": "j_01hx0000000000000000000000"},
+                "split": "test",
+            },
+        ),
     )
 
     kind: Literal["evaluate"]
@@ -368,12 +442,19 @@ class JobList(BaseModel):
 
 
 class MetricPointPublic(BaseModel):
-    epoch: int
-    metrics: dict[str, Any]
+    epoch: int = Field(description="the epoch (0-based); of a step point, the epoch it lies in")
+    metrics: dict[str, Any] = Field(
+        description="epoch level: train_loss, lr, val_overall, val_many, val_medium, val_few, "
+        "...; step level: loss, lr, images_per_sec"
+    )
+    global_step: int | None = Field(
+        None, description="step level only: the training step (0-based, across epochs)"
+    )
 
 
 class MetricHistory(BaseModel):
     job_id: str
+    level: Literal["epoch", "step"] = "epoch"
     items: list[MetricPointPublic]
 
 

@@ -8,7 +8,7 @@ that this module stays a thin dispatcher and ``livt train`` never imports the se
 - ``livt.serve``: ``serve``, ``demo``
 - ``worker.commands``: ``worker``
 - ``livt.client_cli``: ``submit``, ``jobs``, ``show``, ``logs``, ``cancel``, ``retry``, ``wait``,
-  ``results``, ``download``, ``datasets``, ``pipeline``, ``webhooks``
+  ``results``, ``download``, ``datasets``, ``pipeline``, ``webhooks``, ``export``
 - ``livt.completion``: ``completion`` (a bash / zsh completion script)
 - ``livt.sweeps_cli``: ``sweep``
 - ``livt.tags_cli``: ``tag``
@@ -60,6 +60,7 @@ COMMANDS = {
             "datasets",
             "pipeline",
             "webhooks",
+            "export",
         ),
         "livt.client_cli",
     ),

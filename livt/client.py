@@ -650,9 +650,19 @@ class LivtClient:
         target = Path(dest)
         if target.is_dir():
             target = target / name
+        return self._save(f"/jobs/{job_id}/artifacts/{name}", target)
+
+    def download_export(self, job_id: str, dest: str | Path, format: str = "safetensors") -> Path:
+        """Saves the job's weights export (``GET /jobs/{id}/export``) to the file ``dest``:
+        ``model.safetensors`` (format ``safetensors``) or a zip of it and timm's
+        ``config.json`` (format ``timm``). Returns the file."""
+        return self._save(f"/jobs/{job_id}/export", Path(dest), params={"format": format})
+
+    def _save(self, path: str, target: Path, params: Mapping[str, Any] | None = None) -> Path:
+        """Streams a GET response into ``target`` (via ``target.part``, renamed at the end)."""
         partial = target.with_name(target.name + ".part")
         try:
-            with self._http.stream("GET", f"/jobs/{job_id}/artifacts/{name}") as response:
+            with self._http.stream("GET", path, params=params) as response:
                 if response.is_error:
                     response.read()
                     _raise_for_status(response)

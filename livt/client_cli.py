@@ -1,6 +1,6 @@
 """Client commands of ``livt``: submit, jobs, show, logs, cancel, retry, wait, results,
 download, datasets (list / register / show), pipeline (submit / show) and webhooks (create /
-list / deliveries / delete).
+list / deliveries / delete) and export.
 
 Every one of them takes ``--output table|json`` (``--json`` is short for ``--output json``) and
 ``-q``/``--quiet``, which prints only the ids of what the command lists or changes (job ids,
@@ -142,6 +142,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_command(_results))
 
     _add_more_commands(subparsers, common)
+    _add_export_command(subparsers, common)
 
 
 def _add_output_options(parser: argparse.ArgumentParser) -> None:
@@ -248,6 +249,75 @@ def _add_more_commands(
     p = actions.add_parser("delete", parents=[common], help="stop calling a webhook's URL")
     p.add_argument("webhook_id", metavar="ID")
     p.set_defaults(func=_command(_webhooks_delete))
+
+
+def _add_export_command(
+    subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser
+) -> None:
+    p = subparsers.add_parser(
+        "export",
+        parents=[common],
+        help="export a job's (or a local checkpoint's) weights for timm",
+        description="Write DIR/model.safetensors (weights only, the model config in its "
+        "metadata) and DIR/config.json (timm's pretrained_cfg layout) of a succeeded job, or of "
+        "a local checkpoint-*.pth. Load with timm.create_model('local-dir:DIR', pretrained=True). "
+        "A pretrain job exports its encoder.",
+    )
+    p.add_argument("source", metavar="JOB|CHECKPOINT", help="a job id, or a checkpoint file")
+    p.add_argument(
+        "--format",
+        choices=("safetensors", "timm"),
+        default="safetensors",
+        help="safetensors: fetch the weights file; timm: fetch the zip timm loads (default "
+        "safetensors; both leave model.safetensors and config.json in DIR)",
+    )
+    p.add_argument(
+        "-o", "--out-dir", dest="out_dir", required=True, metavar="DIR", help="output folder"
+    )
+    p.set_defaults(func=_export_command)
+
+
+def _export_command(args: argparse.Namespace) -> int:
+    """``livt export``: a local checkpoint file is exported here; a job id through the API."""
+    source = Path(args.source)
+    if source.is_file():
+        from livt_core.errors import LivtError
+        from livt_core.export import export_checkpoint
+
+        try:
+            folder = export_checkpoint(source, args.out_dir)
+        except LivtError as exc:
+            return _fail(str(exc), contract.EXIT_CODES.get(exc.reason, 1))
+        print(f"exported {source} to {folder}/model.safetensors and {folder}/config.json")
+        return 0
+    return _command(_export)(args)
+
+
+def _export(client: LivtClient, args: argparse.Namespace) -> int:
+    import zipfile
+
+    from livt_core.export import TIMM_CONFIG_FILE, WEIGHTS_FILE, write_timm_folder
+
+    folder = Path(args.out_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    if args.format == "safetensors":
+        weights = client.download_export(args.source, folder / WEIGHTS_FILE, "safetensors")
+        try:
+            write_timm_folder(weights, folder)
+        except ValueError as exc:
+            raise CommandError(f"the server sent no livt export: {exc}") from None
+    else:
+        archive = client.download_export(args.source, folder / f".{args.source}-timm.zip", "timm")
+        try:
+            with zipfile.ZipFile(archive) as zf:
+                for name in (WEIGHTS_FILE, TIMM_CONFIG_FILE):
+                    zf.extract(name, folder)
+        except (zipfile.BadZipFile, KeyError) as exc:
+            raise CommandError(f"the server sent no timm export: {exc}") from None
+        finally:
+            archive.unlink(missing_ok=True)
+    print(f"exported {args.source} to {folder}/{WEIGHTS_FILE} and {folder}/{TIMM_CONFIG_FILE}")
+    return 0
 
 
 # plumbing ------------------------------------------------------------------------------------

@@ -37,10 +37,11 @@ from livt_core.config import (
 )
 from livt_core.distributed import env_rank
 from livt_core.engine import RunResult, failure_reason, run
-from livt_core.errors import ConfigError
+from livt_core.errors import ConfigError, LivtError
 from livt_core.events import Callback, CallbackList, JsonlEventWriter, StopFile
 from livt_core.fence import AttemptFence
 from livt_core.paths import PathPolicy
+from livt_core.tensorboard import tensorboard_writer
 
 logger = logging.getLogger(__name__)
 
@@ -148,6 +149,12 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
         "directory once DIR/ATTEMPT names a later attempt (the job service sets this)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--tensorboard",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="write TensorBoard event files into the output directory (default: on)",
+    )
     parser.add_argument(
         "--data-root",
         dest="data_roots",
@@ -330,6 +337,10 @@ def train_command(args: argparse.Namespace) -> int:
     fence = AttemptFence(output_dir, args.attempt) if args.attempt is not None else None
     if fence is not None:
         callbacks.append(fence)
+    if main_rank and args.tensorboard:
+        board = tensorboard_writer(output_dir, config.model_dump(mode="json"), args.attempt)
+        if board is not None:
+            callbacks.append(board)
     progress = main_rank and not args.no_progress
     if progress:
         callbacks.append(ProgressBar())
@@ -369,14 +380,38 @@ def train_command(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def export_command(args: argparse.Namespace) -> int:
+    """Handler of ``export CHECKPOINT -o DIR``."""
+    from livt_core.export import export_checkpoint
+
+    try:
+        folder = export_checkpoint(args.checkpoint, args.output)
+    except LivtError as exc:
+        print(f"error ({exc.reason}): {exc}", file=sys.stderr)
+        return EXIT_CODES.get(exc.reason, EXIT_INTERNAL)
+    print(f"exported {args.checkpoint} to {folder}")
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m livt_core train ...``; returns the exit status."""
+    """``python -m livt_core train ...`` / ``export ...``; returns the exit status."""
     parser = argparse.ArgumentParser(
         prog="python -m livt_core", description="LiVT training stages (the library's CLI)."
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     add_commands(sub)
+    export = sub.add_parser(
+        "export",
+        help="export a checkpoint's weights for timm (model.safetensors + config.json)",
+        description="Write DIR/model.safetensors (weights only, the model config in its "
+        "metadata) and DIR/config.json (timm's layout) of a checkpoint this project wrote; an "
+        "MAE checkpoint exports its encoder. timm loads the folder with "
+        "timm.create_model('local-dir:DIR', pretrained=True).",
+    )
+    export.add_argument("checkpoint", metavar="CHECKPOINT")
+    export.add_argument("-o", "--output", required=True, metavar="DIR")
+    export.set_defaults(func=export_command)
     args = parser.parse_args(argv)
     rank = env_rank()
     level = logging.DEBUG if args.verbose else logging.INFO

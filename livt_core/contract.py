@@ -63,6 +63,11 @@ ATTEMPT_LOCK_FILE = ".attempt.lock"
 #: Folder of each attempt's own files: ``attempts/<n>/events.jsonl`` (``EVENTS_FILE``) and
 #: ``attempts/<n>/STOP`` (``STOP_FILE``).
 ATTEMPTS_DIR = "attempts"
+#: The weights export of a finished run (``livt_core.export``): safetensors, config in metadata.
+EXPORT_FILE = "model.safetensors"
+#: TensorBoard event files of a run, one per attempt (``livt_core.tensorboard``); TensorBoard
+#: reads every file whose name holds ``tfevents``.
+TENSORBOARD_PREFIX = "events.out.tfevents."
 
 #: The files of a run folder the service registers as artifacts, with their kind.
 #: MGP's input / masked / reconstruction grid of fixed validation images (pretrain jobs).
@@ -74,7 +79,36 @@ ARTIFACT_KINDS: dict[str, str] = {
     CONFIG_FILE: "config",
     RESULTS_FILE: "results",
     HISTORY_FILE: "history",
+    EXPORT_FILE: "export",
 }
+TENSORBOARD_KIND = "tensorboard"
+
+
+def artifact_kind(name: str) -> str | None:
+    """The artifact kind of a file name of a run folder (None: not an artifact)."""
+    if name in ARTIFACT_KINDS:
+        return ARTIFACT_KINDS[name]
+    if name.startswith(TENSORBOARD_PREFIX) and "/" not in name:
+        return TENSORBOARD_KIND
+    return None
+
+
+#: Most step points (loss, lr, speed) kept per job: the database and TensorBoard keep the first
+#: step of each of at most this many equal spans of the run's steps.
+MAX_STEP_POINTS = 2000
+
+
+def step_bucket(global_step: int, total_steps: int, max_points: int = MAX_STEP_POINTS) -> int:
+    """The span (0 … ``max_points`` - 1) of the run's ``total_steps`` that a step lies in;
+    ``global_step`` is the step event's (1 … ``total_steps``: the steps done, this one
+    included). One point per span bounds the points of a run whatever its length."""
+    index = max(int(global_step) - 1, 0)
+    total = max(int(total_steps), 1)
+    return min(
+        index * max_points // total if total > max_points else index, total - 1, max_points - 1
+    )
+
+
 #: The checkpoint of a finished job that a later stage starts from, by the job's kind.
 INIT_CHECKPOINT: dict[str, str] = {"pretrain": LAST_CHECKPOINT, "finetune": BEST_CHECKPOINT}
 

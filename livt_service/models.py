@@ -281,6 +281,23 @@ class MetricPoint(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class StepPoint(Base):
+    """Loss, lr and speed of one training step. A job keeps at most
+    ``contract.MAX_STEP_POINTS`` rows: one per span of its steps (``contract.step_bucket``), the
+    first step of the span; a resumed run replaces the spans it repeats."""
+
+    __tablename__ = "step_points"
+    __table_args__ = (UniqueConstraint("job_id", "bucket"),)
+
+    id: Mapped[int] = mapped_column(BigIntKey, primary_key=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    bucket: Mapped[int]
+    global_step: Mapped[int]
+    epoch: Mapped[int]
+    metrics: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class LogLine(Base):
     """One line of a job's log; ``seq`` counts from 0 per job across attempts."""
 

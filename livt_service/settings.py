@@ -91,6 +91,12 @@ class Settings(BaseSettings):
     )
     heartbeat_seconds: float = Field(5.0, gt=0)
     worker_lost_seconds: float = Field(60.0, gt=0)
+    pending_workers_ttl_seconds: float = Field(
+        2.0,
+        ge=0,
+        description="how long an API process reuses the live workers it read for pending "
+        "reasons (0: read them on every request)",
+    )
     worker_restart_delay_max_seconds: float = Field(
         5.0,
         gt=0,
@@ -121,6 +127,11 @@ class Settings(BaseSettings):
         None,
         min_length=16,
         description="a bearer token that may read /metrics only (for Prometheus); unset: admins only",
+    )
+    mlflow_tracking_uri: str | None = Field(
+        None,
+        description="MLflow tracking server (extra livt[mlflow]): each finished job is logged "
+        "there as a run of the experiment livt/<data set>; unset: off",
     )
     max_body_bytes: int = Field(
         1024 * 1024,

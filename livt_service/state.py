@@ -36,6 +36,7 @@ from livt_service.models import (
     JobAttempt,
     LogLine,
     MetricPoint,
+    StepPoint,
     Worker,
     WorkerQueue,
     utcnow,
@@ -101,13 +102,19 @@ class FlushBatch:
 
     progress: dict[str, Any] | None = None
     metrics: dict[int, dict[str, Any]] = field(default_factory=dict)
+    #: step points by span (``contract.step_bucket``): global_step, epoch, metrics
+    steps: dict[int, dict[str, Any]] = field(default_factory=dict)
     logs: list[LogRecord] = field(default_factory=list)
     artifact_dir: str | None = None
     artifact_names: set[str] = field(default_factory=set)
 
     def empty(self) -> bool:
         return (
-            self.progress is None and not self.metrics and not self.logs and not self.artifact_names
+            self.progress is None
+            and not self.metrics
+            and not self.steps
+            and not self.logs
+            and not self.artifact_names
         )
 
     def merge_back(self, later: FlushBatch) -> None:
@@ -115,6 +122,7 @@ class FlushBatch:
         if later.progress is not None:
             self.progress = later.progress
         self.metrics.update(later.metrics)
+        self.steps.update(later.steps)
         self.logs.extend(later.logs)
         self.artifact_names |= later.artifact_names
 
@@ -205,6 +213,12 @@ def append_log(
     append_logs(session, job_id, attempt, [LogRecord(message, level)])
 
 
+def add_log_line(job_id: str, attempt: int, message: str, level: str = "INFO") -> None:
+    """Appends one line to the job's log in a transaction of its own (any status)."""
+    with _writing() as session:
+        append_log(session, job_id, attempt, message, level)
+
+
 def upsert_metrics(session: Session, job_id: str, metrics: Mapping[int, Mapping[str, Any]]) -> None:
     """One row per (job, epoch); a repeated epoch (after a resume) replaces the old one."""
     now = utcnow()
@@ -215,22 +229,44 @@ def upsert_metrics(session: Session, job_id: str, metrics: Mapping[int, Mapping[
     _upsert(session, MetricPoint.__table__, rows, ["job_id", "epoch"])
 
 
+def upsert_steps(session: Session, job_id: str, steps: Mapping[int, Mapping[str, Any]]) -> None:
+    """One row per (job, span of steps); a span a resumed run repeats is replaced."""
+    now = utcnow()
+    rows = [
+        {
+            "job_id": job_id,
+            "bucket": int(bucket),
+            "global_step": int(point["global_step"]),
+            "epoch": int(point["epoch"]),
+            "metrics": dict(point["metrics"]),
+            "created_at": now,
+        }
+        for bucket, point in sorted(steps.items())
+    ]
+    _upsert(session, StepPoint.__table__, rows, ["job_id", "bucket"])
+
+
 def register_artifacts(
     session: Session, job_id: str, run_dir: str | Path, names: Iterable[str] | None = None
 ) -> list[str]:
-    """Registers (or refreshes the size of) the known files of ``run_dir``; returns their names."""
+    """Registers (or refreshes the size of) the known files of ``run_dir`` (``ARTIFACT_KINDS``
+    and the TensorBoard event files); returns their names."""
     folder = Path(run_dir)
     now = utcnow()
     rows = []
-    for name in sorted(names if names is not None else ARTIFACT_KINDS):
+    if names is None:
+        board = folder.glob(f"{contract.TENSORBOARD_PREFIX}*") if folder.is_dir() else ()
+        names = [*ARTIFACT_KINDS, *(p.name for p in board)]
+    for name in sorted(names):
         path = folder / name
-        if name not in ARTIFACT_KINDS or not path.is_file():
+        kind = contract.artifact_kind(name)
+        if kind is None or not path.is_file():
             continue
         rows.append(
             {
                 "job_id": job_id,
                 "name": name,
-                "kind": ARTIFACT_KINDS[name],
+                "kind": kind,
                 "path": str(path),
                 "size_bytes": path.stat().st_size,
                 "created_at": now,
@@ -389,6 +425,7 @@ def flush(job: ClaimedJob, batch: FlushBatch) -> FlushOutcome:
         if not _update_owned(session, job, values):
             return FlushOutcome(owned=False, cancel_requested=False)
         upsert_metrics(session, job.id, batch.metrics)
+        upsert_steps(session, job.id, batch.steps)
         append_logs(session, job.id, job.attempt, batch.logs)
         if batch.artifact_names and batch.artifact_dir:
             register_artifacts(session, job.id, batch.artifact_dir, batch.artifact_names)

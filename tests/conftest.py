@@ -165,6 +165,8 @@ def settings(
         "LIVT_DATA_ROOTS": str(roots),
         "LIVT_LOG_STREAM_POLL_SECONDS": "0.05",
         "LIVT_READINESS_TIMEOUT_SECONDS": "3",
+        # pending reasons see a worker the moment it registers (no per-process reuse)
+        "LIVT_PENDING_WORKERS_TTL_SECONDS": "0",
     }
     for name, value in env.items():
         monkeypatch.setenv(name, value)

@@ -33,6 +33,8 @@ FAILURE_REASONS = frozenset(contract.FAILURE_REASONS)
 MAX_LINE_CHARS = 4000
 #: Fields of a ``step`` event kept as the job's progress.
 PROGRESS_FIELDS = contract.PROGRESS_FIELDS
+#: Fields of a ``step`` event kept as a step point.
+STEP_METRICS = ("loss", "lr", "images_per_sec")
 
 StopReason = Literal["cancel", "shutdown", "lost"]
 
@@ -113,6 +115,10 @@ class RunObserver:
         self.error_event: dict[str, Any] | None = None
         #: the status of the run's ``end`` event (None until it arrives)
         self.end_status: str | None = None
+        self._last_bucket: int | None = None
+        #: every epoch's metrics and step point seen (what the run's tracking logs at the end)
+        self.epochs: dict[int, dict[str, Any]] = {}
+        self.steps: dict[int, dict[str, Any]] = {}
 
     # ------------------------------------------------------------------ input
 
@@ -146,8 +152,10 @@ class RunObserver:
         elif kind == contract.STEP:
             self.progress = {k: event.get(k) for k in PROGRESS_FIELDS}
             self.batch.progress = dict(self.progress)
+            self._step_point(event)
         elif kind == contract.EPOCH and isinstance(event.get("epoch"), int):
             self.batch.metrics[event["epoch"]] = dict(event.get("metrics") or {})
+            self.epochs[event["epoch"]] = self.batch.metrics[event["epoch"]]
         elif kind == contract.CHECKPOINT:
             name = Path(str(event.get("path", ""))).name
             if name in contract.ARTIFACT_KINDS:
@@ -159,6 +167,20 @@ class RunObserver:
             self.log(f"run failed ({event.get('reason')}): {event.get('message')}", "ERROR")
         elif kind == contract.END:
             self.end_status = str(event.get("status"))
+
+    def _step_point(self, event: dict[str, Any]) -> None:
+        """Keeps the first step of each span of the run's steps (``contract.step_bucket``)."""
+        step, epoch = event.get("global_step"), event.get("epoch")
+        if not isinstance(step, int) or not isinstance(epoch, int):
+            return
+        total = int(event.get("epochs") or 1) * int(event.get("steps") or 1)
+        bucket = contract.step_bucket(step, total)
+        if bucket == self._last_bucket:
+            return
+        self._last_bucket = bucket
+        metrics = {k: event.get(k) for k in STEP_METRICS}
+        self.batch.steps[bucket] = {"global_step": step, "epoch": epoch, "metrics": metrics}
+        self.steps[bucket] = self.batch.steps[bucket]
 
     def on_events(self, events: Iterable[dict[str, Any]]) -> None:
         for event in events:

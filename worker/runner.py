@@ -45,6 +45,7 @@ from livt_service import state
 from livt_service.settings import get_settings
 from livt_service.state import ClaimedJob, Finish, LogRecord
 from worker.devices import device_env
+from worker.mlflow_tracking import MlflowTracker, tracker_from_settings
 from worker.observer import (
     EXIT_CANCELLED,
     EXIT_REASONS,
@@ -212,6 +213,7 @@ class JobRunner:
         paths: the roots the run confines its paths to (default :func:`default_path_policy`).
         cpus: the cores the run may use (its share of the worker's, see
             ``worker.context.cpu_slots``); None leaves affinity and thread counts alone.
+        tracker: logs the finished attempt to MLflow (default: ``LIVT_MLFLOW_TRACKING_URI``).
     """
 
     def __init__(
@@ -224,9 +226,12 @@ class JobRunner:
         enqueue: Callable[[str, str], None] | None = None,
         paths: PathPolicy | None = None,
         cpus: Sequence[int] | None = None,
+        tracker: MlflowTracker | None = None,
     ) -> None:
         self.job = job
         self.cpus = list(cpus) if cpus else None
+        #: MLflow tracking of the finished attempt (default: ``LIVT_MLFLOW_TRACKING_URI``)
+        self.tracker = tracker if tracker is not None else tracker_from_settings()
         self.paths = paths if paths is not None else default_path_policy()
         self.run_dir = Path(job.artifact_dir)
         self.files = attempt_files(self.run_dir, job.attempt)
@@ -524,4 +529,22 @@ class JobRunner:
             logger.warning("job %s: ownership lost before its end was recorded", self.job.id)
             return state.job_status(self.job.id) or "unknown"
         logger.info("job %s %s", self.job.id, outcome.status)
+        self._track(outcome)
         return outcome.status
+
+    def _track(self, outcome: Finish) -> None:
+        """Logs the finished attempt to MLflow when it is configured (never raises)."""
+        if self.tracker is None:
+            return
+        try:
+            self.tracker.log_job(
+                self.job, outcome, self.observer.epochs, self.observer.steps, self._job_log
+            )
+        except Exception:  # the job's end is recorded; tracking must not turn it into a failure
+            logger.exception("job %s: MLflow tracking failed", self.job.id)
+
+    def _job_log(self, message: str, level: str) -> None:
+        try:
+            state.add_log_line(self.job.id, self.job.attempt, message, level)
+        except SQLAlchemyError as exc:
+            logger.warning("job %s: could not log %r: %s", self.job.id, message, exc)

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Path, Response, status
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from api.deps import CurrentUser, SessionDep, SettingsDep
+from api.request_limits import BODY_TOO_LARGE
 from api.schemas import ID_PATTERN, JobPublic
 from api.services import job_notes as service
 from livt_core.paths import SafeStr
@@ -42,7 +43,7 @@ class JobUpdate(BaseModel):
 @router.patch(
     "/{job_id}",
     response_model=JobPublic,
-    responses={404: {"description": "no such job, or not yours"}},
+    responses={404: {"description": "no such job, or not yours"}, **BODY_TOO_LARGE},
 )
 def update_job(
     *, job_id: JobId, body: JobUpdate, session: SessionDep, user: CurrentUser

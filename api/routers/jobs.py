@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import json
+import os
+import pathlib
+import tempfile
+import zipfile
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import anyio
 from fastapi import APIRouter, Body, Header, Path, Query, Request, Response, status
 from fastapi.responses import FileResponse, StreamingResponse
 from pydantic import BaseModel
+from starlette.background import BackgroundTask
 
 from api.deps import Credentials, CurrentUser, EnqueueDep, SessionDep, SettingsDep, run_as_user
-from api.errors import InvalidInputError
+from api.errors import InvalidInputError, NotFoundError
 from api.request_limits import BODY_TOO_LARGE
 from api.routers.job_notes import TAG_PATTERN
 from api.schemas import (
@@ -33,6 +38,7 @@ from api.schemas import (
 )
 from api.services import jobs as service
 from api.services.pending import pending_reason, pending_reasons
+from livt_core.export import TIMM_CONFIG_FILE, WEIGHTS_FILE, read_config
 from livt_core.paths import SafeStr
 from livt_service.models import User
 
@@ -122,10 +128,10 @@ async def list_jobs(
     )
 
     def page(user: User) -> Response:
-        jobs, next_cursor = service.list_jobs(
+        jobs, next_cursor, facts = service.list_jobs(
             session, user, limit=limit, cursor=cursor, filters=filters, sort=sort
         )
-        reasons = pending_reasons(session, settings, jobs)
+        reasons = pending_reasons(session, settings, jobs, facts)
         return json_response(
             JobList(
                 items=[JobSummary.from_job(j, reasons.get(j.id)) for j in jobs],
@@ -141,8 +147,8 @@ async def get_job(
     *, job_id: JobId, session: SessionDep, settings: SettingsDep, credentials: Credentials
 ) -> Response:
     def read(user: User) -> Response:
-        job = service.get_job(session, user, job_id)
-        return json_response(JobPublic.from_job(job, pending_reason(session, settings, job)))
+        job, facts = service.get_job_pending(session, user, job_id)
+        return json_response(JobPublic.from_job(job, pending_reason(session, settings, job, facts)))
 
     return await run_as_user(session, credentials, read)
 
@@ -169,14 +175,32 @@ def retry_job(
     return JobPublic.from_job(service.retry_job(session, user, job_id, enqueue))
 
 
-@router.get("/{job_id}/metrics", response_model=MetricHistory, responses=_NOT_FOUND)
-def job_metrics(*, job_id: JobId, session: SessionDep, user: CurrentUser) -> MetricHistory:
-    """Per-epoch history: train loss, lr, validation accuracy overall / many / medium / few."""
-    points = service.job_metrics(session, user, job_id)
-    return MetricHistory(
-        job_id=job_id,
-        items=[MetricPointPublic(epoch=p.epoch, metrics=p.metrics) for p in points],
-    )
+@router.get(
+    "/{job_id}/metrics", response_model=MetricHistory, responses={**_NOT_FOUND, **_VALIDATION}
+)
+def job_metrics(
+    *,
+    job_id: JobId,
+    session: SessionDep,
+    user: CurrentUser,
+    level: Annotated[
+        Literal["epoch", "step"],
+        Query(description="epoch: one point per epoch; step: training steps, downsampled"),
+    ] = "epoch",
+) -> MetricHistory:
+    """Per-epoch history (train loss, lr, validation accuracy overall / many / medium / few),
+    or with ``level=step`` the training steps' loss, lr and images/s: at most 2,000 points a
+    job, the first step of each of 2,000 equal spans of its steps."""
+    if level == "step":
+        steps = service.job_step_metrics(session, user, job_id)
+        items = [
+            MetricPointPublic(epoch=p.epoch, metrics=p.metrics, global_step=p.global_step)
+            for p in steps
+        ]
+    else:
+        points = service.job_metrics(session, user, job_id)
+        items = [MetricPointPublic(epoch=p.epoch, metrics=p.metrics) for p in points]
+    return MetricHistory(job_id=job_id, level=level, items=items)
 
 
 @router.get("/{job_id}/logs", response_model=LogPage, responses=_NOT_FOUND)
@@ -328,3 +352,64 @@ def download_artifact(
 ) -> FileResponse:
     path = service.artifact_file(session, user, job_id, name)
     return FileResponse(path, filename=name, media_type="application/octet-stream")
+
+
+def _timm_zip(weights: pathlib.Path) -> pathlib.Path:
+    """A zip of ``model.safetensors`` and timm's ``config.json`` (from the weights' metadata),
+    in a temporary file the response deletes once sent."""
+    try:
+        config = read_config(weights)
+    except ValueError as exc:
+        raise NotFoundError(f"the export of this job is unreadable: {exc}") from None
+    fd, name = tempfile.mkstemp(prefix="livt-export-", suffix=".zip")
+    os.close(fd)
+    try:
+        with zipfile.ZipFile(name, "w", compression=zipfile.ZIP_STORED) as archive:
+            archive.write(weights, WEIGHTS_FILE)
+            archive.writestr(TIMM_CONFIG_FILE, json.dumps(config, indent=2) + "\n")
+    except BaseException:
+        os.unlink(name)
+        raise
+    return pathlib.Path(name)
+
+
+@router.get(
+    "/{job_id}/export",
+    response_class=FileResponse,
+    response_model=None,
+    responses={
+        200: {
+            "content": {"application/octet-stream": {}, "application/zip": {}},
+            "description": "safetensors: model.safetensors (the timm config in its metadata); "
+            "timm: a zip of model.safetensors and config.json",
+        },
+        **_NOT_FOUND,
+        409: {"description": "the job has not succeeded (the export is written when it does)"},
+        **_VALIDATION,
+    },
+)
+def export_job(
+    *,
+    job_id: JobId,
+    session: SessionDep,
+    user: CurrentUser,
+    format: Annotated[  # noqa: A002 - the query parameter's name
+        Literal["safetensors", "timm"],
+        Query(description="safetensors: the weights file; timm: a zip for timm's local-dir:"),
+    ] = "safetensors",
+) -> FileResponse:
+    """The weights of a succeeded job for timm (no optimizer state): the classifier, or the
+    encoder of a pretrain (MGP) job. ``timm.create_model("local-dir:DIR", pretrained=True)``
+    loads the unzipped ``timm`` export."""
+    weights = service.export_file(session, user, job_id)
+    if format == "safetensors":
+        return FileResponse(
+            weights, filename=f"{job_id}-{WEIGHTS_FILE}", media_type="application/octet-stream"
+        )
+    archive = _timm_zip(weights)
+    return FileResponse(
+        archive,
+        filename=f"{job_id}-timm.zip",
+        media_type="application/zip",
+        background=BackgroundTask(os.unlink, archive),
+    )

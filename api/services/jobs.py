@@ -37,7 +37,7 @@ from api.errors import (
 )
 from api.schemas import ID_PATTERN, InitRef, JobSpec, PipelineCreate
 from api.services.idempotency import check_same_request, job_request_hash, stage_request_hash
-from api.services.pending import known_queues, live_workers
+from api.services.pending import Facts, facts_of, known_queues, live_workers, pending_columns
 from livt_core import catalog, checks, contract
 from livt_core.config import CONFIG_CLASSES, ConfigErrors, deep_merge, resolve_config
 from livt_core.errors import CheckpointError, ConfigError
@@ -53,6 +53,7 @@ from livt_service.models import (
     LogLine,
     MetricPoint,
     Pipeline,
+    StepPoint,
     User,
     Worker,
     new_id,
@@ -99,6 +100,8 @@ LIST_COLUMNS = (
     Job.loss,
     Job.queue,
     Job.gpus,
+    Job.nodes,
+    Job.devices,
     Job.attempt,
     Job.progress,
     Job.result,
@@ -109,15 +112,13 @@ LIST_COLUMNS = (
     Job.init_job_id,
     Job.depends_on,
     Job.idempotency_key,
+    Job.sweep_id,
+    Job.tags,
+    Job.notes,
     Job.created_at,
     Job.started_at,
     Job.finished_at,
     Job.updated_at,
-    Job.nodes,
-    Job.devices,
-    Job.tags,
-    Job.notes,
-    Job.sweep_id,
     Job.overall,
     Job.many,
     Job.medium,
@@ -136,6 +137,9 @@ _ANY_JOB = (
     select(Job).options(joinedload(Job.owner, innerjoin=True)).where(Job.id == bindparam("job_id"))
 )
 _OWN_JOB = _ANY_JOB.where(Job.owner_id == bindparam("owner_id"))
+#: The same with the pending-reason facts of a queued job (``api.services.pending``).
+_ANY_JOB_PENDING = _ANY_JOB.add_columns(*pending_columns())
+_OWN_JOB_PENDING = _ANY_JOB_PENDING.where(Job.owner_id == bindparam("owner_id"))
 
 
 def get_job(session: Session, user: User, job_id: str, *, for_update: bool = False) -> Job:
@@ -152,6 +156,17 @@ def get_job(session: Session, user: User, job_id: str, *, for_update: bool = Fal
     if job is None:
         raise NotFoundError(f"job {job_id} not found")
     return job
+
+
+def get_job_pending(session: Session, user: User, job_id: str) -> tuple[Job, Facts]:
+    """:func:`get_job` with the facts its pending reason needs, in the same query."""
+    if user.is_admin:
+        row = session.execute(_ANY_JOB_PENDING, {"job_id": job_id}).first()
+    else:
+        row = session.execute(_OWN_JOB_PENDING, {"job_id": job_id, "owner_id": user.id}).first()
+    if row is None:
+        raise NotFoundError(f"job {job_id} not found")
+    return row[0], facts_of([row])
 
 
 @dataclass(frozen=True)
@@ -320,21 +335,30 @@ def list_jobs(
     cursor: str | None = None,
     filters: ListFilters | None = None,
     sort: str | None = None,
-) -> tuple[list[Job], str | None]:
-    """One page of jobs (newest first unless ``sort`` says otherwise) and the cursor of the
-    next page (None on the last)."""
+) -> tuple[list[Job], str | None, Facts]:
+    """One page of jobs (newest first unless ``sort`` says otherwise), the cursor of the next
+    page (None on the last) and the pending-reason facts of its queued jobs (read in the same
+    query)."""
     query = list_query(
         user, status=status, kind=kind, limit=limit, cursor=cursor, filters=filters, sort=sort
     )
-    jobs = list(session.scalars(query))
+    rows = session.execute(query.add_columns(*pending_columns())).all()
+    jobs, facts = [row[0] for row in rows], facts_of(rows)
     if len(jobs) > limit:
-        return jobs[:limit], _encode_cursor(jobs[limit - 1], parse_sort(sort)[0])
-    return jobs, None
+        return jobs[:limit], _encode_cursor(jobs[limit - 1], parse_sort(sort)[0]), facts
+    return jobs, None, facts
 
 
 def job_metrics(session: Session, user: User, job_id: str) -> list[MetricPoint]:
     job = get_job(session, user, job_id)
     query = select(MetricPoint).where(MetricPoint.job_id == job.id).order_by(MetricPoint.epoch)
+    return list(session.scalars(query))
+
+
+def job_step_metrics(session: Session, user: User, job_id: str) -> list[StepPoint]:
+    """The job's step points (at most ``contract.MAX_STEP_POINTS``) in step order."""
+    job = get_job(session, user, job_id)
+    query = select(StepPoint).where(StepPoint.job_id == job.id).order_by(StepPoint.global_step)
     return list(session.scalars(query))
 
 
@@ -382,6 +406,17 @@ def artifact_file(session: Session, user: User, job_id: str, name: str) -> Path:
     if not path.is_file():
         raise NotFoundError(f"the file of artifact {name!r} of job {job_id} is gone")
     return path
+
+
+def export_file(session: Session, user: User, job_id: str) -> Path:
+    """The job's weights export (``model.safetensors``, written when the run succeeds)."""
+    job = get_job(session, user, job_id)
+    if job.status != "succeeded":
+        raise ConflictError(
+            f"job {job_id} is {job.status}: its export is written when it succeeds; "
+            "wait for it (livt wait) and export again"
+        )
+    return artifact_file(session, user, job_id, contract.EXPORT_FILE)
 
 
 def get_pipeline(session: Session, user: User, pipeline_id: str) -> Pipeline:

@@ -2,9 +2,11 @@
 
 Reasons are computed on read from the live workers (``workers``, heartbeat within
 ``LIVT_WORKER_LOST_SECONDS``), the queue positions and the pipeline dependencies. For a page of
-jobs this is one extra statement, and none when the page holds no queued job: the live workers
-and, for each queued job of the page, its position and its predecessor's status come back in
-one ``UNION ALL`` (:func:`pending_reasons`). In order of precedence:
+jobs they cost no extra statement: each queued job's position and its predecessor's status are
+columns of the page's own query (:func:`pending_columns`), and an API process reads the live
+workers at most every ``LIVT_PENDING_WORKERS_TTL_SECONDS`` (2 s; heartbeats come every 5 s, so
+this adds little staleness). With the TTL at 0, or without the columns, the facts and the
+workers come back in one ``UNION ALL`` (:func:`pending_reasons`). In order of precedence:
 
 - ``waiting for j_… (pipeline)``: the stage it starts from has not succeeded yet;
 - ``no live worker serves queue 'gpu'``;
@@ -18,12 +20,26 @@ one ``UNION ALL`` (:func:`pending_reasons`). In order of precedence:
 from __future__ import annotations
 
 import json
+import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Integer, String, Text, and_, cast, exists, func, literal, or_, select
+from sqlalchemy import (
+    Integer,
+    String,
+    Text,
+    and_,
+    case,
+    cast,
+    exists,
+    func,
+    literal,
+    or_,
+    select,
+)
 from sqlalchemy.orm import Session, aliased
 
 from livt_service.labels import cpu_only
@@ -76,14 +92,33 @@ def reason_for(job: Job, workers: Sequence[LiveWorker], position: int, parent: s
     return f"workers busy (position {position} in '{job.queue}')"
 
 
-def pending_reasons(session: Session, settings: Settings, jobs: Sequence[Job]) -> dict[str, str]:
-    """``{job id: reason}`` for the queued jobs among ``jobs`` (one statement, none without a
-    queued job): the live workers and, per queued job, its queue position and the status of the
-    job it depends on, as one ``UNION ALL``."""
-    queued = [j for j in jobs if j.status == "queued"]
-    if not queued:
-        return {}
-    cutoff = utcnow() - timedelta(seconds=settings.worker_lost_seconds)
+#: ``(position, parent status)`` of a queued job, as :func:`pending_columns` read them.
+Facts = dict[str, tuple[int, str | None]]
+
+_cache_lock = threading.Lock()
+_workers_cache: dict[tuple[str, float], tuple[float, list[LiveWorker]]] = {}
+
+
+def cached_live_workers(session: Session, settings: Settings) -> list[LiveWorker]:
+    """:func:`live_workers`, reused for ``LIVT_PENDING_WORKERS_TTL_SECONDS`` per database."""
+    ttl = settings.pending_workers_ttl_seconds
+    if ttl <= 0:
+        return live_workers(session, settings)
+    key = (str(session.get_bind().url), settings.worker_lost_seconds)
+    now = time.monotonic()
+    with _cache_lock:
+        hit = _workers_cache.get(key)
+    if hit is not None and now - hit[0] < ttl:
+        return hit[1]
+    workers = live_workers(session, settings)
+    with _cache_lock:
+        _workers_cache[key] = (now, workers)
+    return workers
+
+
+def _position_and_parent() -> tuple[Any, Any]:
+    """Correlated subqueries on ``Job``: its 1-based place among the claimable queued jobs of
+    its queue, and the status of the job it depends on."""
     ahead, parent, ahead_parent = aliased(Job), aliased(Job), aliased(Job)
     ahead_claimable = or_(
         ahead.depends_on.is_(None),
@@ -105,6 +140,51 @@ def pending_reasons(session: Session, settings: Settings, jobs: Sequence[Job]) -
         .scalar_subquery()
     )
     parent_status = select(parent.status).where(parent.id == Job.depends_on).scalar_subquery()
+    return position, parent_status
+
+
+def pending_columns() -> tuple[Any, Any]:
+    """Two columns to add to a ``SELECT`` of jobs: the position and the predecessor's status of
+    each queued row (NULL for the other rows, whose subqueries are not evaluated)."""
+    position, parent_status = _position_and_parent()
+    queued = Job.status == "queued"
+    return (
+        case((queued, cast(position, Integer)), else_=None).label("pending_position"),
+        case((queued, cast(parent_status, Text)), else_=None).label("pending_parent"),
+    )
+
+
+def facts_of(rows: Sequence[Any]) -> Facts:
+    """:data:`Facts` from rows ``(job, position, parent status)`` of a query with
+    :func:`pending_columns`."""
+    return {job.id: (int(position or 0), parent) for job, position, parent in rows if position}
+
+
+def pending_reasons(
+    session: Session, settings: Settings, jobs: Sequence[Job], facts: Facts | None = None
+) -> dict[str, str]:
+    """``{job id: reason}`` for the queued jobs among ``jobs``. None without a queued job;
+    with ``facts`` (read with the jobs) only the live workers, from the cache; else one
+    ``UNION ALL`` of the facts and the live workers."""
+    queued = [j for j in jobs if j.status == "queued"]
+    if not queued:
+        return {}
+    if facts is None or settings.pending_workers_ttl_seconds <= 0:
+        facts, workers = _read_facts(session, settings, queued)
+    else:
+        workers = cached_live_workers(session, settings)
+    reasons = {}
+    for job in queued:
+        number, parent_info = facts.get(job.id, (0, None))
+        reasons[job.id] = reason_for(job, workers, max(number, 1), parent_info)
+    return reasons
+
+
+def _read_facts(
+    session: Session, settings: Settings, queued: Sequence[Job]
+) -> tuple[Facts, list[LiveWorker]]:
+    cutoff = utcnow() - timedelta(seconds=settings.worker_lost_seconds)
+    position, parent_status = _position_and_parent()
     job_rows = select(
         literal("j").label("row"),
         Job.id.label("key"),
@@ -122,11 +202,7 @@ def pending_reasons(session: Session, settings: Settings, jobs: Sequence[Job]) -
         LiveWorker(r.key, tuple(_queues(r.info)), int(r.number)) for r in rows if r.row == "w"
     ]
     facts = {r.key: (int(r.number or 0), r.info) for r in rows if r.row == "j"}
-    reasons = {}
-    for job in queued:
-        number, parent_info = facts.get(job.id, (0, None))
-        reasons[job.id] = reason_for(job, workers, max(number, 1), parent_info)
-    return reasons
+    return facts, workers
 
 
 def _queues(raw: Any) -> list[str]:
@@ -139,6 +215,8 @@ def _queues(raw: Any) -> list[str]:
     return [str(q) for q in value] if isinstance(value, list) else []
 
 
-def pending_reason(session: Session, settings: Settings, job: Job) -> str | None:
+def pending_reason(
+    session: Session, settings: Settings, job: Job, facts: Facts | None = None
+) -> str | None:
     """The pending reason of one job (None unless it is queued)."""
-    return pending_reasons(session, settings, [job]).get(job.id)
+    return pending_reasons(session, settings, [job], facts).get(job.id)

@@ -99,6 +99,7 @@ export const api = {
   cancel: (id) => request("POST", `/jobs/${encodeURIComponent(id)}/cancel`),
   retry: (id) => request("POST", `/jobs/${encodeURIComponent(id)}/retry`),
   metrics: (id) => request("GET", `/jobs/${encodeURIComponent(id)}/metrics`),
+  stepMetrics: (id) => request("GET", `/jobs/${encodeURIComponent(id)}/metrics?level=step`),
   logs: (id, offset, limit = 500) => request("GET", `/jobs/${encodeURIComponent(id)}/logs${query({ offset, limit })}`),
   artifacts: (id) => request("GET", `/jobs/${encodeURIComponent(id)}/artifacts`),
   pipeline: (id) => request("GET", `/pipelines/${encodeURIComponent(id)}`),

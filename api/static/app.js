@@ -424,7 +424,7 @@ function resultTiles(r) {
 
 function jobView(id) {
   const pollers = [];
-  const state = { job: null, metrics: [], live: [], logOffset: 0, logsDone: false, metricsAt: -1, artifactsAt: null };
+  const state = { job: null, metrics: [], steps: [], live: [], logOffset: 0, logsDone: false, metricsAt: -1, artifactsAt: null };
   const head = h("div", { class: "page-head" });
   const progressBox = h("section", { class: "card", hidden: true });
   const failureBox = h("section", { class: "card failure", hidden: true });
@@ -558,15 +558,18 @@ function jobView(id) {
     curvesGrid.hidden = job.kind === "evaluate";
     if (job.kind === "evaluate") { valCard.hidden = true; return; }
     const items = state.metrics;
-    const liveLoss = state.live.filter((p) => Number.isFinite(p.loss)).map((p) => [p.x, p.loss]);
-    const liveLr = state.live.filter((p) => Number.isFinite(p.lr)).map((p) => [p.x, p.lr]);
+    // the stored step points (they survive a reload), then the live ones polled since
+    const lastStored = state.steps.length ? state.steps.at(-1).x : -Infinity;
+    const stepPoints = [...state.steps, ...state.live.filter((p) => p.x > lastStored)];
+    const liveLoss = stepPoints.filter((p) => Number.isFinite(p.loss)).map((p) => [p.x, p.loss]);
+    const liveLr = stepPoints.filter((p) => Number.isFinite(p.lr)).map((p) => [p.x, p.lr]);
     const epochLoss = metricSeries(items, ["train_loss", "loss"]);
     const epochLr = metricSeries(items, ["lr"]);
     const lossSeries = [{ name: "train loss (epoch mean)", color: PALETTE[0], points: epochLoss }];
-    if (liveLoss.length) lossSeries.push({ name: "step loss (live)", color: "#93c5fd", points: liveLoss });
+    if (liveLoss.length) lossSeries.push({ name: "step loss", color: "#93c5fd", points: liveLoss });
     lineChart(lossBox, lossSeries, { xLabel: "epoch", yLabel: "loss", empty: "waiting for the first steps" });
     const lrSeries = [{ name: "lr (epoch end)", color: PALETTE[3], points: epochLr }];
-    if (liveLr.length) lrSeries.push({ name: "lr (live)", color: "#5eead4", points: liveLr });
+    if (liveLr.length) lrSeries.push({ name: "lr (step)", color: "#5eead4", points: liveLr });
     lineChart(lrBox, lrSeries, { xLabel: "epoch", yLabel: "learning rate", empty: "waiting for the first steps" });
     if (job.kind === "pretrain") { valCard.hidden = true; return; }
     valCard.hidden = false;
@@ -661,6 +664,15 @@ function jobView(id) {
     if (atBottom) logs.scrollTop = logs.scrollHeight;
   }
 
+  /** Stored step points → {x, loss, lr} with x in epochs (global_step counts the steps done). */
+  function stepPoints(history, job) {
+    const perEpoch = job.progress?.steps;
+    if (!perEpoch) return [];
+    return history.items
+      .filter((it) => Number.isFinite(it.global_step))
+      .map((it) => ({ x: it.global_step / perEpoch, loss: it.metrics.loss, lr: it.metrics.lr }));
+  }
+
   function recordLive(job) {
     const p = job.progress;
     if (job.status !== "running" || !p || !p.steps || p.step === null || p.step === undefined) return;
@@ -691,6 +703,7 @@ function jobView(id) {
       const m = await api.metrics(id);
       state.metrics = m.items;
       state.metricsAt = epoch;
+      if (job.kind !== "evaluate") state.steps = stepPoints(await api.stepMetrics(id), job);
     }
     renderCurves(job);
     const artifactKey = `${job.status}:${state.metrics.length}`;

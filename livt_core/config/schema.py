@@ -94,16 +94,28 @@ def _alpha(v: float, info: ValidationInfo) -> float:
     return v
 
 
+# The bounds the validators check are also stated in the JSON schema (``json_schema_extra``),
+# which the API's OpenAPI spec of a job's run fields is generated from.
 #: A whole number ≥ 1.
-PositiveInt = Annotated[StrictInt, AfterValidator(_positive)]
+PositiveInt = Annotated[
+    StrictInt, AfterValidator(_positive), Field(json_schema_extra={"minimum": 1})
+]
 #: A whole number ≥ 1, or null.
-OptionalPositiveInt = Annotated[StrictInt | None, AfterValidator(_optional_positive)]
+OptionalPositiveInt = Annotated[
+    StrictInt | None,
+    AfterValidator(_optional_positive),
+    Field(json_schema_extra={"anyOf": [{"type": "integer", "minimum": 1}, {"type": "null"}]}),
+]
 #: A finite number ≥ 0.
-NonNegative = Annotated[Number, AfterValidator(_non_negative)]
+NonNegative = Annotated[
+    Number, AfterValidator(_non_negative), Field(json_schema_extra={"minimum": 0})
+]
 #: A probability in [0, 1].
-Probability = Annotated[Number, AfterValidator(_probability)]
+Probability = Annotated[
+    Number, AfterValidator(_probability), Field(json_schema_extra={"minimum": 0, "maximum": 1})
+]
 #: A Beta-distribution α of Mixup / CutMix: ≥ 0, 0 switches it off.
-MixAlpha = Annotated[Number, AfterValidator(_alpha)]
+MixAlpha = Annotated[Number, AfterValidator(_alpha), Field(json_schema_extra={"minimum": 0})]
 
 Epochs = Annotated[
     PositiveInt,
@@ -142,6 +154,7 @@ class DataConfig(_Strict):
     img_size: StrictInt = Field(
         224,
         le=MAX_IMG_SIZE,
+        json_schema_extra={"minimum": 8},
         description="input resolution in pixels (8-2,048: a ViT-B/16 at 2,048 px has 16k "
         "tokens, beyond one GPU's memory)",
     )

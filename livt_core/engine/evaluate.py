@@ -44,7 +44,7 @@ class EvaluateRecipe(Recipe):
             raise ConfigError(
                 "checkpoint", "is required", "set checkpoint to a fine-tuned classifier file"
             )
-        spec = data_spec(data)
+        spec = self.spec = data_spec(data)
         if cfg.split == "test" and not spec.has_test:
             raise ConfigError(
                 "split", f"data set {data.dataset!r} has no test split here", "use split=val"
@@ -132,5 +132,6 @@ class EvaluateRecipe(Recipe):
         logger.info(
             "%s on %s: top-1 %.2f%%", self.config.checkpoint, self.config.split, report["overall"]
         )
+        self.write_export()
         self.write_result(result)
         return result

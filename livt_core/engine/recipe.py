@@ -24,6 +24,7 @@ from livt_core.config import EvaluateConfig, FinetuneConfig, PretrainConfig
 from livt_core.contract import (
     BEST_CHECKPOINT,
     CONFIG_FILE,
+    EXPORT_FILE,
     HISTORY_FILE,
     LAST_CHECKPOINT,
     RESULTS_FILE,
@@ -42,6 +43,7 @@ from livt_core.engine.loop import EpochPlan, train_one_epoch
 from livt_core.engine.state import checkpoint_payload, load_model_state, read_json, write_json
 from livt_core.errors import CheckpointError, ConfigError
 from livt_core.events import Callback
+from livt_core.export import export_model
 from livt_core.fence import AttemptFence, NoFence
 from livt_core.optim import (
     GradientStep,
@@ -200,6 +202,24 @@ class Recipe(abc.ABC):
             multiprocessing_context=LOADER_START_METHOD if workers > 0 else None,
             persistent_workers=workers > 0 and persistent,
         )
+
+    def write_export(self) -> None:
+        """Rank 0 writes the weights export ``model.safetensors`` (``livt_core.export``) of
+        ``self.model``: the classifier that gives the result, or an MAE's encoder."""
+        if not self.ctx.is_main:
+            return
+        classes = getattr(getattr(self, "train_set", None), "classes", None)
+        spec = self.spec  # type: ignore[attr-defined]
+        with self.fence.writing():
+            export_model(
+                self.model,  # type: ignore[attr-defined]
+                self.output_dir / EXPORT_FILE,
+                model_name=self.config.model,
+                kind=self.kind,
+                mean=spec.mean,
+                std=spec.std,
+                label_names=list(classes) if classes is not None else None,
+            )
 
     def write_result(self, result: dict[str, Any]) -> None:
         if self.ctx.is_main:
@@ -418,6 +438,7 @@ class TrainRecipe(Recipe):
                 self.save(BEST_CHECKPOINT, "best", epoch)
             self.save(LAST_CHECKPOINT, "last", epoch)
         result = self.finish()
+        self.write_export()
         self.write_result(result)
         return result
 

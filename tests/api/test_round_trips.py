@@ -88,6 +88,13 @@ def _watch(engine: Engine, trips: RoundTrips) -> list[tuple[Any, str, Any]]:
     return hooks
 
 
+@pytest.fixture(autouse=True)
+def reuse_live_workers(settings) -> None:
+    """As the API runs by default: the live workers of pending reasons are reused for a while
+    (the test suite reads them on every request)."""
+    settings.pending_workers_ttl_seconds = 60.0
+
+
 @pytest.fixture
 def trips(app: FastAPI, client) -> Iterator[RoundTrips]:
     counter = RoundTrips()
@@ -116,6 +123,16 @@ def test_get_job_costs_at_most_two_round_trips(client, trips, user, make_job) ->
     counted = _count(client, trips, f"/jobs/{job.id}", user.headers)
     assert counted.total <= 2, counted
     assert any("api_tokens" in s and "JOIN users" in s for s in counted.statements), counted
+
+
+def test_a_queued_job_and_its_pending_reason_cost_at_most_two(
+    client, trips, user, make_job
+) -> None:
+    job = make_job(status="queued")
+    counted = _count(client, trips, f"/jobs/{job.id}", user.headers)
+    assert counted.total <= 2, counted
+    body = client.get(f"/jobs/{job.id}", headers=user.headers).json()
+    assert body["pending_reason"].startswith("no live worker serves queue"), body
 
 
 def test_admin_reading_another_users_job_costs_at_most_two(

@@ -369,3 +369,46 @@ def test_worker_registry(db) -> None:
     with db() as session:
         assert session.scalar(select(func.count()).select_from(Worker)) == 1
         assert session.get(Worker, "w1@host").gpus == 0
+
+
+def test_step_points_are_upserted_per_span_and_bounded(db, make_job) -> None:
+    from livt_service.models import StepPoint
+
+    job = make_job(kind="finetune")
+    claim = state.claim_job(job.id, "w1@host")
+
+    def point(step: int, loss: float) -> dict:
+        return {"global_step": step, "epoch": 0, "metrics": {"loss": loss, "lr": 0.1}}
+
+    state.flush(claim, FlushBatch(steps={0: point(0, 2.0), 1: point(5, 1.5)}))
+    # a resumed attempt reports span 1 again (another step of it) and span 2
+    state.flush(claim, FlushBatch(steps={1: point(6, 1.4), 2: point(10, 1.0)}))
+    with db() as session:
+        rows = session.execute(
+            select(StepPoint.bucket, StepPoint.global_step, StepPoint.metrics)
+            .where(StepPoint.job_id == job.id)
+            .order_by(StepPoint.bucket)
+        ).all()
+    assert [(r.bucket, r.global_step, r.metrics["loss"]) for r in rows] == [
+        (0, 0, 2.0),
+        (1, 6, 1.4),
+        (2, 10, 1.0),
+    ]
+
+
+def test_tensorboard_event_files_and_the_export_are_artifacts(db, make_job, tmp_path) -> None:
+    job = make_job(kind="finetune")
+    (tmp_path / "events.out.tfevents.1.host.2.0.attempt1").write_bytes(b"x" * 3)
+    (tmp_path / "model.safetensors").write_bytes(b"y" * 5)
+    (tmp_path / "notes.txt").write_text("not an artifact")
+    with db() as session:
+        names = state.register_artifacts(session, job.id, tmp_path)
+    assert names == ["events.out.tfevents.1.host.2.0.attempt1", "model.safetensors"]
+    with db() as session:
+        kinds = dict(
+            session.execute(
+                select(Artifact.name, Artifact.kind).where(Artifact.job_id == job.id)
+            ).all()
+        )
+    assert kinds["model.safetensors"] == "export"
+    assert kinds["events.out.tfevents.1.host.2.0.attempt1"] == "tensorboard"

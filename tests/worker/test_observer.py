@@ -155,3 +155,22 @@ def test_a_crash_quotes_the_last_output_lines() -> None:
 def test_an_unrequested_stop_is_an_internal_failure() -> None:
     outcome = RunObserver("/runs/j1").conclude(3, None).outcome
     assert (outcome.status, outcome.reason) == ("failed", "internal")
+
+
+def test_step_points_keep_the_first_step_of_each_span_and_stay_bounded() -> None:
+    observer = RunObserver("/runs/j1")
+    epochs, steps = 10, 1000  # 10,000 steps: spans of 5 steps for at most 2,000 points
+    for g in range(1, epochs * steps + 1):
+        observer.on_event({**STEP, "epoch": (g - 1) // steps, "epochs": epochs,
+                           "step": (g - 1) % steps,
+                           "steps": steps, "global_step": g, "loss": 1.0 / (g + 1)})  # fmt: skip
+    batch = observer.take_batch()
+    assert len(batch.steps) == 2000
+    assert [batch.steps[b]["global_step"] for b in (0, 1, 1999)] == [1, 6, 9996]
+    assert batch.steps[1] == {
+        "global_step": 6, "epoch": 0, "metrics": {"loss": 1 / 7, "lr": 1e-3, "images_per_sec": 100.0}
+    }  # fmt: skip
+    # a short run keeps every step it reports
+    short = RunObserver("/runs/j2")
+    short.on_events([STEP, {**STEP, "step": 3, "global_step": 7}])
+    assert sorted(short.take_batch().steps) == [5, 6]
