@@ -195,7 +195,7 @@ def find_token(session: Session, viewer: User | None, ref: str | int) -> ApiToke
     """
     query = visible_tokens(viewer)
     text = str(ref).strip()
-    if text.isdigit():
+    if text.isascii() and text.isdigit():
         matches = list(session.scalars(query.where(ApiToken.id == int(text))))
     else:
         matches = list(session.scalars(query.where(ApiToken.prefix == text[:12])))

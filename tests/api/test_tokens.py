@@ -148,3 +148,9 @@ def test_revoking_an_unknown_token_is_404(client, admin):
     response = client.post("/tokens/999999/revoke", headers=admin.headers)
     assert response.status_code == 404
     assert "livt token list" in response.json()["detail"]
+
+
+def test_a_non_ascii_digit_reference_is_a_prefix_not_a_server_error(client, user):
+    # '¹'.isdigit() is true but int('¹') fails: the reference is looked up as a prefix
+    response = client.post("/tokens/%C2%B9/revoke", headers=user.headers)
+    assert response.status_code == 404, response.text
