@@ -476,6 +476,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--demo", action="store_true", help="only LR / SVC on the bundled demo subset"
     )
     parser.add_argument(
+        "--only",
+        choices=("auto", "ce"),
+        help="only the zero-config pipelines (MGP, BFT, evaluate) or only MGP and the CE "
+        "fine-tunes, e.g. to run both in two shells; writes no table",
+    )
+    parser.add_argument(
         "--classical-only", action="store_true", help="only the LR / SVC baselines (cached)"
     )
     args = parser.parse_args(argv)
@@ -514,6 +520,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             jobs.update(
                 vit_jobs(name, roots[name], profiles[name], seed, args.work_dir, args.smoke)
             )
+    if args.only:  # a part of the runs (e.g. the CE fine-tunes in a second shell): no table
+        keep = (
+            ("/mgp-", "/bft-bal_bce-", "/eval-") if args.only == "auto" else ("/mgp-", "/bft-ce-")
+        )
+        jobs = {k: j for k, j in jobs.items() if any(part in k for part in keep)}
 
     def baselines() -> dict[str, dict[str, Any]]:
         return {
@@ -524,6 +535,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.classical_only:
         return baselines()
     runs = run_all(jobs, args.jobs, 1)
+    if args.only:
+        return runs
     classic = baselines()
     for name, run in runs.items():
         config_file = jobs[name].out / "config.json"
