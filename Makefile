@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet -e '.[dev,mlflow]'
+	$(VENV)/bin/pip install --quiet -e '.[dev,mlflow,bench]'
 	touch $@
 
 install: $(VENV)/.installed

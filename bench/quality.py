@@ -30,6 +30,7 @@ import json
 import logging
 import multiprocessing
 import os
+import resource
 import shlex
 import statistics
 import sys
@@ -137,13 +138,25 @@ def same_config(config: BaseModel, on_disk: dict[str, Any]) -> bool:
     return stored.model_dump(mode="json") == config.model_dump(mode="json")
 
 
-def run_once(kind: str, overrides: dict[str, Any], out: Path) -> dict[str, Any]:
+def _cpu_seconds() -> float:
+    """CPU time of this process and its ended children (the run's loader workers)."""
+    own, children = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def run_once(
+    kind: str, overrides: dict[str, Any], out: Path, profile: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Runs one stage into ``out`` unless its ``results.json`` exists; returns the result and
     the wall time (``bench_wall.json``, written by this script next to the engine's files; for a
-    resumed run only the time of the invocation that finished it)."""
+    resumed run only the time of the invocation that finished it). With a dataset ``profile``
+    and no preset, the config is the ``auto`` recipe's with ``overrides`` on top."""
     results_file = out / "results.json"
     wall_file = out / "bench_wall.json"
-    config = resolve_config(kind, None, overrides)
+    config = resolve_config(kind, None, overrides, profile=profile)
     config_file = out / "config.json"
     if config_file.is_file():
         if not same_config(config, json.loads(config_file.read_text(encoding="utf-8"))):
@@ -155,12 +168,13 @@ def run_once(kind: str, overrides: dict[str, Any], out: Path) -> dict[str, Any]:
         logger.info("skip %s: %s exists", out.name, results_file)
     else:
         resumed = (out / "checkpoint-last.pth").is_file()
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), _cpu_seconds()
         outcome = run(config, out, resume="auto")
         if outcome.status != "succeeded":
             raise SystemExit(f"run {out} ended with status {outcome.status}")
         wall = {
             "seconds": time.perf_counter() - started,
+            "cpu_seconds": _cpu_seconds() - cpu_started,
             "resumed": resumed,
             "load_average": list(os.getloadavg()),
         }
@@ -170,27 +184,37 @@ def run_once(kind: str, overrides: dict[str, Any], out: Path) -> dict[str, Any]:
     return {
         "result": result,
         "wall_s": wall["seconds"],
+        "cpu_s": wall.get("cpu_seconds"),
         "resumed": wall.get("resumed", False),
         "load_average": wall.get("load_average"),
     }
 
 
-def _run_in_child(kind: str, overrides: dict[str, Any], out: Path, threads: int) -> dict[str, Any]:
+def _run_in_child(
+    kind: str,
+    overrides: dict[str, Any],
+    out: Path,
+    threads: int,
+    profile: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """``run_once`` in a pool process, with the benchmark's thread and logging settings."""
     torch.set_num_threads(threads)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("livt_core.engine.loop").setLevel(logging.WARNING)
-    return run_once(kind, overrides, out)
+    return run_once(kind, overrides, out, profile)
 
 
 @dataclass(frozen=True)
 class Job:
-    """One training run of the benchmark; ``after`` names the run it starts from (MGP)."""
+    """One training run of the benchmark; ``after`` names the run it starts from (MGP);
+    ``profile``: the dataset profile the ``auto`` recipe derives the config from (None: the
+    schema's defaults under ``overrides``)."""
 
     kind: str
     overrides: dict[str, Any]
     out: Path
     after: str | None = None
+    profile: dict[str, Any] | None = None
 
 
 def run_all(jobs: dict[str, Job], parallel: int, threads: int) -> dict[str, dict[str, Any]]:
@@ -212,7 +236,7 @@ def run_all(jobs: dict[str, Job], parallel: int, threads: int) -> dict[str, dict
         while pending:
             name = ready()[0]
             job = pending.pop(name)
-            results[name] = run_once(job.kind, job.overrides, job.out)
+            results[name] = run_once(job.kind, job.overrides, job.out, job.profile)
         return results
     pool = ProcessPoolExecutor(
         max_workers=parallel, mp_context=multiprocessing.get_context("spawn")
@@ -222,7 +246,9 @@ def run_all(jobs: dict[str, Job], parallel: int, threads: int) -> dict[str, dict
         while pending or running:
             for name in ready():
                 job = pending.pop(name)
-                future = pool.submit(_run_in_child, job.kind, job.overrides, job.out, threads)
+                future = pool.submit(
+                    _run_in_child, job.kind, job.overrides, job.out, threads, job.profile
+                )
                 running[future] = name
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in done:

@@ -10,8 +10,9 @@ own settings override either.
 The rules (each number's reason is in its note; ``docs/method.md`` lists them):
 
 - **input size**: the median short side of the images, capped at 224 and rounded to the
-  model's patch grid (4-px patches up to 64 px; above, 16-px patches and at least 128 px,
-  i.e. 8 patches a side);
+  model's patch grid (4-px patches up to 64 px, at most 32 px, i.e. 64 tokens: a 64 px input
+  would have 256 tokens and cost 4-5× the compute per image; above 64 px, 16-px patches and at
+  least 128 px, i.e. 8 patches a side);
 - **model**: 4-px patch CPU models (``nano`` under 5,000 training images, else ``micro``) for
   images up to 64 px; ``tiny`` / ``small`` / ``base`` with 16-px patches for larger images, by
   training-set size (under 20,000 / under 200,000 / above);
@@ -46,6 +47,8 @@ USUAL_BATCH = {"pretrain": 64, "finetune": 32}
 MIN_STEPS_PER_EPOCH = 8
 MAX_AUTO_SIZE = 224
 SMALL_IMAGE = 64
+#: The largest input of the 4-px patch CPU models (64 tokens); larger small images are resized.
+SMALL_MODEL_MAX_SIZE = 32
 MID_IMAGE = 160
 MIXUP_MIN_IMAGES = 10_000
 
@@ -73,12 +76,17 @@ def choose_geometry(profile: Mapping[str, Any]) -> tuple[int, int, str, list[str
     notes = []
     if side <= SMALL_IMAGE:
         patch = 4
-        img_size = _grid(side, patch)
+        img_size = min(SMALL_MODEL_MAX_SIZE, _grid(side, patch))
         name = "nano" if n < 5000 else "micro"
-        notes.append(
-            f"data.img_size={img_size}: the images' median short side is {side} px, on the "
-            f"4-px patch grid ({(img_size // patch) ** 2} tokens)"
+        why = (
+            f"resized to {img_size} px: the 4-px patch models take at most "
+            f"{(SMALL_MODEL_MAX_SIZE // patch) ** 2} tokens, so that a run stays within minutes "
+            f"on a CPU ({(_grid(side, patch) // patch) ** 2} tokens would cost "
+            f"{(_grid(side, patch) / img_size) ** 2:.1f}× or more per image)"
+            if img_size < _grid(side, patch)
+            else f"on the 4-px patch grid ({(img_size // patch) ** 2} tokens)"
         )
+        notes.append(f"data.img_size={img_size}: the images' median short side is {side} px, {why}")
         notes.append(
             f"model {name}_patch4: images up to {SMALL_IMAGE} px take the 4-px patch CPU "
             f"models; {n} training images {'< 5,000 → nano' if n < 5000 else '≥ 5,000 → micro'}"

@@ -200,3 +200,20 @@ def test_service_smoke(tmp_path: Path) -> None:
         "deep_over_first_p50",
     }
     assert "GET /jobs/{id}" in (tmp_path / "service.md").read_text()
+
+
+@pytest.mark.slow
+def test_owndata_quality_smoke(tmp_path: Path) -> None:
+    # tiny generated folder, two steps per stage: the zero-config pipeline, CE, LR and SVC
+    _run("owndata_quality.py", "--variants", "rgb32", "--work-dir", str(tmp_path / "runs"),
+         "--out-dir", str(tmp_path))  # fmt: skip
+    report = json.loads((tmp_path / "owndata_quality-smoke.json").read_text())
+    variant = report["variants"]["rgb32"]
+    assert set(variant["rows"]) == {"auto", "ce", "lr", "svc"}
+    for method, row in variant["rows"].items():
+        assert 0 <= row["overall"]["mean"] <= 100, method
+    config = variant["recipe"]["finetune"]
+    assert config["loss"] == "bal_bce" and config["recipe_notes"][0].startswith("auto recipe")
+    assert config["data"]["in_chans"] == 3
+    assert all(t is not None for t in variant["targets"]["pipeline_s"])
+    assert report["command"].startswith("python bench/owndata_quality.py --smoke")
