@@ -1,4 +1,4 @@
-"""Webhooks: a signed JSON POST to a URL when a job reaches a terminal state.
+"""Webhooks: a signed JSON POST to a URL when a job or a sweep reaches a terminal state.
 
 A webhook belongs to a user and covers every job of theirs (``job_id`` NULL) or one job. The
 deliveries are derived from the database, not from the code paths that end a job: the
@@ -12,11 +12,17 @@ dispatcher (a thread of each API process) repeatedly
    (refused connection, timeout, 5xx, 4xx) schedules a retry after ``webhook_backoff_seconds *
    2**(attempts-1)`` (capped at an hour) until ``webhook_max_attempts``, then ``failed``.
 
+A per-user webhook is also called once when one of the owner's sweeps ends (every job of it
+finished and, for an adaptive sweep, no trial left to ask): planning inserts one delivery per
+webhook and sweep (unique), with the sweep's status, job counts and table; sending, retries and
+the log are those of job deliveries. A per-job webhook is not called for sweeps.
+
 A crash between the two steps, or while sending, loses nothing: the job's state is still there
 to plan from, and an unanswered claim expires. Receivers may see a delivery twice (a crash after
 the POST but before the answer was stored) and should use ``X-Livt-Delivery`` to drop repeats.
 
-Each POST carries ``X-Livt-Event`` (``job.succeeded`` / ``job.failed`` / ``job.cancelled``),
+Each POST carries ``X-Livt-Event`` (``job.succeeded`` / ``job.failed`` / ``job.cancelled``, or
+``sweep.succeeded`` / ``sweep.failed`` / ``sweep.cancelled``),
 ``X-Livt-Delivery`` (the delivery id), ``X-Livt-Timestamp`` (Unix seconds) and
 ``X-Livt-Signature: sha256=<hex>``, the HMAC-SHA256 with the webhook's secret of
 ``"<timestamp>." + body``; :func:`signature` computes it, so a receiver can check it and reject
@@ -38,14 +44,16 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
-from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from api.errors import InvalidInputError, NotFoundError
+from api.services.sweeps import sweep_status, sweep_table
 from livt_service.models import (
     TERMINAL_STATUSES,
     Job,
+    Sweep,
     User,
     Webhook,
     WebhookDelivery,
@@ -124,6 +132,49 @@ def payload(job: Job) -> dict[str, Any]:
     }
 
 
+#: The table columns a sweep delivery carries (mean, std and n over the seeds).
+SWEEP_METRICS = ("overall", "few")
+
+
+def sweep_ended(sweep: Sweep) -> bool:
+    """Every job finished and, for an adaptive sweep, no further trial will be asked."""
+    if sweep_status(sweep) == "running":
+        return False
+    search = (sweep.spec or {}).get("search")
+    return not search or sweep.cancel_requested or len(sweep.cells) >= search.get("trials", 0)
+
+
+def sweep_payload(sweep: Sweep) -> dict[str, Any]:
+    status = sweep_status(sweep)
+    counts: dict[str, int] = {}
+    for job in sweep.jobs:
+        counts[job.status] = counts.get(job.status, 0) + 1
+    finished = [j.finished_at for j in sweep.jobs if j.finished_at is not None]
+    table = [
+        {
+            "params": row["params"],
+            "n": row["n"],
+            "status": row["status"],
+            **{m: row[m] for m in SWEEP_METRICS},
+        }
+        for row in sweep_table(sweep)
+    ]
+    return {
+        "event": f"sweep.{status}",
+        "sweep": {
+            "id": sweep.id,
+            "name": sweep.name,
+            "status": status,
+            "counts": counts,
+            "num_jobs": len(sweep.jobs),
+            "created_at": _iso(sweep.created_at),
+            "finished_at": _iso(max(finished)) if finished else None,
+            "url": f"/sweeps/{sweep.id}",
+        },
+        "table": table,
+    }
+
+
 # --------------------------------------------------------------------------- owner's API
 
 
@@ -193,7 +244,64 @@ def deliveries(session: Session, user: User, webhook_id: str, limit: int) -> lis
 
 
 def plan(session: Session) -> int:
-    """Inserts a delivery for each terminal job attempt a webhook covers; returns how many."""
+    """Inserts a delivery for each terminal job attempt a webhook covers and for each ended
+    sweep a per-user webhook covers; returns how many."""
+    return _plan_jobs(session) + _plan_sweeps(session)
+
+
+def _insert(session: Session, delivery: WebhookDelivery) -> int:
+    try:
+        with session.begin_nested():
+            session.add(delivery)
+        return 1
+    except IntegrityError:  # another API process planned it first
+        return 0
+
+
+def _plan_sweeps(session: Session) -> int:
+    session.expire_all()  # read the sweeps' jobs as they are now, not as the job step saw them
+    last_finish = (
+        select(func.max(Job.finished_at)).where(Job.sweep_id == Sweep.id).scalar_subquery()
+    )
+    unfinished = (
+        select(Job.id)
+        .where(Job.sweep_id == Sweep.id, Job.status.not_in(TERMINAL_STATUSES))
+        .exists()
+    )
+    done = and_(WebhookDelivery.webhook_id == Webhook.id, WebhookDelivery.sweep_id == Sweep.id)
+    # ids only and no limit: an adaptive sweep waiting for its next trials matches here but is
+    # skipped below, and must not crowd out the sweeps that did end
+    candidates = session.execute(
+        select(Webhook.id, Sweep.id)
+        .join(Sweep, and_(Webhook.job_id.is_(None), Webhook.owner_id == Sweep.owner_id))
+        .outerjoin(WebhookDelivery, done)
+        .where(
+            WebhookDelivery.id.is_(None),
+            ~unfinished,
+            last_finish.is_not(None),
+            last_finish >= Webhook.created_at,
+        )
+        .order_by(Sweep.created_at, Sweep.id)
+    ).all()
+    planned = 0
+    for webhook_id, sweep_id in candidates:
+        if planned >= BATCH:
+            break
+        sweep = session.get(Sweep, sweep_id)
+        if sweep is None or not sweep_ended(sweep):
+            continue
+        body = sweep_payload(sweep)
+        planned += _insert(
+            session,
+            WebhookDelivery(
+                webhook_id=webhook_id, sweep_id=sweep.id, event=body["event"], payload=body
+            ),
+        )
+    session.commit()
+    return planned
+
+
+def _plan_jobs(session: Session) -> int:
     covers = or_(
         Webhook.job_id == Job.id, and_(Webhook.job_id.is_(None), Webhook.owner_id == Job.owner_id)
     )
@@ -223,12 +331,7 @@ def plan(session: Session) -> int:
             event=f"job.{job.status}",
             payload=payload(job),
         )
-        try:
-            with session.begin_nested():
-                session.add(delivery)
-            planned += 1
-        except IntegrityError:  # another API process planned it first
-            pass
+        planned += _insert(session, delivery)
     session.commit()
     return planned
 

@@ -382,7 +382,8 @@ class Worker(Base):
 
 
 class Webhook(Base):
-    """A URL called when a job ends: every job of the owner (``job_id`` NULL) or one job.
+    """A URL called when a job ends: every job of the owner (``job_id`` NULL) or one job; a
+    per-user webhook is also called when one of the owner's sweeps ends.
 
     ``secret`` signs each delivery (HMAC-SHA256, ``X-Livt-Signature``); it is shown once, when
     the webhook is created.
@@ -401,19 +402,22 @@ class Webhook(Base):
 
 
 class WebhookDelivery(Base):
-    """One call of a webhook for one terminal state of a job (one per job attempt), with its
-    retries: ``pending`` until a 2xx answer (``delivered``) or the last attempt (``failed``)."""
+    """One call of a webhook for one terminal state of a job (one per job attempt) or for the
+    end of a sweep (``sweep_id`` set, ``job_id`` NULL; one per sweep), with its retries:
+    ``pending`` until a 2xx answer (``delivered``) or the last attempt (``failed``)."""
 
     __tablename__ = "webhook_deliveries"
     __table_args__ = (
         UniqueConstraint("webhook_id", "job_id", "job_attempt"),
+        UniqueConstraint("webhook_id", "sweep_id"),
         Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
     )
 
     id: Mapped[int] = mapped_column(BigIntKey, primary_key=True)
     webhook_id: Mapped[str] = mapped_column(ForeignKey("webhooks.id", ondelete="CASCADE"))
-    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
-    job_attempt: Mapped[int] = mapped_column(Integer)
+    job_id: Mapped[str | None] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    job_attempt: Mapped[int | None] = mapped_column(Integer)
+    sweep_id: Mapped[str | None] = mapped_column(ForeignKey("sweeps.id", ondelete="CASCADE"))
     event: Mapped[str] = mapped_column(String(32))
     status: Mapped[str] = mapped_column(String(16), default="pending")
     attempts: Mapped[int] = mapped_column(Integer, default=0)

@@ -56,8 +56,9 @@ class WebhookList(BaseModel):
 
 class DeliveryPublic(BaseModel):
     id: int
-    job_id: str
-    job_attempt: int
+    job_id: str | None = Field(description="the job, for a job.* event")
+    job_attempt: int | None
+    sweep_id: str | None = Field(description="the sweep, for a sweep.* event")
     event: str
     status: str = Field(description="pending (retries left), delivered or failed")
     attempts: int
@@ -74,6 +75,7 @@ class DeliveryPublic(BaseModel):
             id=d.id,
             job_id=d.job_id,
             job_attempt=d.job_attempt,
+            sweep_id=d.sweep_id,
             event=d.event,
             status=d.status,
             attempts=d.attempts,

@@ -8,6 +8,7 @@ import hashlib
 import hmac
 import json
 import socket
+import statistics
 import threading
 import time
 from collections.abc import Iterator
@@ -289,3 +290,65 @@ def test_a_retried_job_is_delivered_again_for_its_new_attempt(
         sender.stop()
     attempts = [json.loads(b)["job"]["attempt"] for _, b in receiver.requests]
     assert attempts == [1, 2]
+
+
+def test_a_sweep_end_is_posted_once_to_the_owners_per_user_webhooks(
+    client, user, make_user, make_job, settings, receiver, db
+):
+    from sqlalchemy.exc import IntegrityError
+
+    from api.webhooks import plan
+    from livt_service.models import WebhookDelivery
+    from tests.api.test_sweeps import _finetune_base, _finish, _result
+
+    earlier = datetime.now(UTC) - timedelta(minutes=1)
+    pretrain = make_job(kind="pretrain", status="succeeded", finished_at=earlier)
+    body = {"name": "tau", "base": _finetune_base(pretrain.id), "grid": {"tau": [0.5, 1.0]}}
+    body["seeds"] = [0, 1]
+    response = client.post("/sweeps", json=body, headers=user.headers)
+    assert response.status_code == 201, response.text
+    sweep = response.json()
+    cells = [c for row in sweep["table"] for c in row["cells"]]
+    every = create(client, user, receiver.url)
+    one = create(client, user, receiver.url + "?one", job_id=cells[0]["job"])
+    other_user = make_user("bob")
+    theirs = create(client, other_user, receiver.url + "?bob")
+    sender = dispatcher(settings)
+    try:
+        for cell, overall in zip(cells[:3], (70.0, 74.0, 60.0), strict=True):
+            _finish(cell["job"], _result(overall, overall - 20))
+        assert sender.run_once() == 4  # the jobs only (3 per-user + 1 per-job): still running
+        _finish(cells[3]["job"], None, failed=True)
+        assert sender.run_once() == 2  # the last job and the sweep's end
+        assert sender.run_once() == 0
+        with db() as session:
+            assert plan(session) == 0  # a restart or a second replica plans nothing more
+        with pytest.raises(IntegrityError), db() as session:
+            session.add(
+                WebhookDelivery(
+                    webhook_id=every["id"], sweep_id=sweep["id"], event="sweep.failed", payload={}
+                )
+            )
+    finally:
+        sender.stop()
+    sweep_posts = [(h, b) for h, b in receiver.requests if h["X-Livt-Event"].startswith("sweep")]
+    assert len(sweep_posts) == 1
+    headers, raw = sweep_posts[0]
+    assert headers["X-Livt-Event"] == "sweep.failed"
+    expected = signature(every["secret"], headers["X-Livt-Timestamp"], raw)
+    assert hmac.compare_digest(headers["X-Livt-Signature"], expected)
+    sent = json.loads(raw)
+    assert sent["sweep"]["id"] == sweep["id"] and sent["sweep"]["name"] == "tau"
+    assert sent["sweep"]["status"] == "failed"
+    assert sent["sweep"]["counts"] == {"succeeded": 3, "failed": 1}
+    rows = {row["params"]["tau"]: row for row in sent["table"]}
+    assert rows[0.5]["overall"]["mean"] == pytest.approx(72.0)
+    assert rows[0.5]["few"]["std"] == pytest.approx(statistics.stdev([50.0, 54.0]))
+    assert rows[1.0]["n"] == 1 and rows[1.0]["status"] == {"succeeded": 1, "failed": 1}
+    assert rows[1.0]["overall"] == {"mean": 60.0, "std": None, "n": 1}
+    logged = [e for e in log(client, user, every["id"]) if e["sweep_id"]]
+    assert [(e["sweep_id"], e["job_id"], e["status"]) for e in logged] == [
+        (sweep["id"], None, "delivered")
+    ]
+    assert all(e["sweep_id"] is None for e in log(client, user, one["id"]))
+    assert log(client, other_user, theirs["id"]) == []
