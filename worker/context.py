@@ -142,11 +142,16 @@ _context: WorkerContext | None = None
 
 
 def configure(
-    worker_id: str, queues: Sequence[str], gpus: int | None = None, *, concurrency: int = 1
+    worker_id: str,
+    queues: Sequence[str],
+    gpus: int | None = None,
+    *,
+    concurrency: int | None = 1,
 ) -> WorkerContext:
     """Sets this process's worker context. ``gpus``: None detects them, N takes the first N
     detected ids (or ``0..N-1`` when fewer are visible), 0 runs every job on the CPU.
-    ``concurrency``: jobs run at once, each on its share of the cores (:func:`cpu_slots`)."""
+    ``concurrency``: jobs run at once, each on its share of the cores (:func:`cpu_slots`);
+    None: one per GPU (at least one)."""
     global _context
     detected = detect_gpus()
     if gpus is None:
@@ -155,6 +160,8 @@ def configure(
         devices = detected[:gpus]
     else:
         devices = [str(i) for i in range(gpus)]
+    if concurrency is None:  # `livt worker` without --concurrency: one job per GPU
+        concurrency = max(1, len(devices))
     with _lock:
         slots = cpu_slots(worker_cpus(), concurrency)
         _context = WorkerContext(

@@ -50,6 +50,18 @@ def test_configure_splits_the_worker_cores_by_concurrency(monkeypatch) -> None:
     monkeypatch.setattr(ctx, "_context", None)
 
 
+def test_without_a_concurrency_a_worker_runs_one_job_per_gpu(monkeypatch) -> None:
+    # `livt worker` without --concurrency passes None
+    import worker.context as ctx
+
+    monkeypatch.setattr(ctx, "worker_cpus", lambda: [0, 1, 2, 3])
+    monkeypatch.setattr(ctx, "detect_gpus", lambda: [])
+    assert ctx.configure("w@h", ["default"], 0, concurrency=None).cpu_slots == [(0, 1, 2, 3)]
+    slots = ctx.configure("w@h", ["default"], 2, concurrency=None).cpu_slots
+    assert slots == [(0, 1), (2, 3)]
+    monkeypatch.setattr(ctx, "_context", None)
+
+
 def test_env_gives_the_job_its_core_count() -> None:
     assert job_cpu_env({"A": "1"}, None) == {"A": "1"}
     assert job_cpu_env({}, (2, 3)) == {"LIVT_JOB_CPUS": "2", "OMP_NUM_THREADS": "2"}
