@@ -15,7 +15,11 @@ from api.services import users as service
 
 router = APIRouter(prefix="/tokens", tags=["tokens"])
 
-TokenRef = Annotated[str, Path(description="a token id, or its prefix (livt_...)")]
+#: Text a database column can hold (PostgreSQL text refuses NUL).
+NO_NUL = r"^[^\x00]*$"
+TokenRef = Annotated[
+    str, Path(description="a token id, or its prefix (livt_...)", pattern=NO_NUL, max_length=100)
+]
 
 
 @router.get("", response_model=TokenList)
@@ -23,7 +27,7 @@ def list_tokens(
     *,
     session: SessionDep,
     user: CurrentUser,
-    user_name: Annotated[str | None, Query(alias="user", max_length=100)] = None,
+    user_name: Annotated[str | None, Query(alias="user", max_length=100, pattern=NO_NUL)] = None,
     status: TokenStatus | None = None,
 ) -> TokenList:
     """Your tokens (every user's for an admin; ``user`` narrows to one), oldest first."""

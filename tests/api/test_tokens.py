@@ -154,3 +154,12 @@ def test_a_non_ascii_digit_reference_is_a_prefix_not_a_server_error(client, user
     # '¹'.isdigit() is true but int('¹') fails: the reference is looked up as a prefix
     response = client.post("/tokens/%C2%B9/revoke", headers=user.headers)
     assert response.status_code == 404, response.text
+
+
+def test_nul_in_a_token_filter_or_reference_is_a_422_naming_it(client, user):
+    response = client.get("/tokens", params={"user": "a\x00b"}, headers=user.headers)
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"][0]["loc"] == ["query", "user"]
+    response = client.post("/tokens/a%00b/revoke", headers=user.headers)
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"][0]["loc"] == ["path", "token"]
