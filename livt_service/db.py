@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -41,6 +43,24 @@ def _prepare_sqlite_file(url: str) -> None:
     database = make_url(url).database
     if database and database != ":memory:" and not database.startswith("file:"):
         Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+
+
+def _use_wal(cursor: Any) -> None:
+    """Puts the database file in WAL mode (it stays so). Switching is refused with "database
+    is locked", without waiting, while another connection opens the fresh file (the API's two
+    engines, the webhook dispatcher): retried for up to 30 s; a file in WAL mode already is left
+    alone."""
+    if str(cursor.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal":
+        return
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
 
 
 #: Seconds after which a pooled connection is replaced instead of reused (engines without a
@@ -76,9 +96,9 @@ def create_db_engine(
         # autocommit at the driver level: SQLAlchemy's "begin" hook below opens transactions
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=30000")
+        _use_wal(cursor)
+        cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
     if autocommit:
