@@ -73,17 +73,11 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         help="submit a job (or a pipeline) from a YAML/JSON spec",
         description="Submit a job spec; a spec with a `stages` list submits a pipeline.",
     )
-    p.add_argument("spec", help="YAML or JSON file; '-' reads standard input")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a spec field, e.g. --set epochs=5 --set data.num_workers=0",
+    _add_spec_arguments(
+        p,
+        set_help="override a spec field, e.g. --set epochs=5 --set data.num_workers=0",
+        wait_help="wait for the job and show its results",
     )
-    p.add_argument("--wait", action="store_true", help="wait for the job and show its results")
-    p.add_argument("--poll", type=float, default=2.0, help="seconds between polls with --wait")
     p.set_defaults(func=_command(_submit))
 
     p = subparsers.add_parser("jobs", parents=[common], help="list jobs, newest first")
@@ -143,6 +137,21 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 
     _add_more_commands(subparsers, common)
     _add_export_command(subparsers, common)
+
+
+def _add_spec_arguments(p: argparse.ArgumentParser, *, set_help: str, wait_help: str) -> None:
+    """``SPEC``, ``--set KEY=VALUE``, ``--wait`` and ``--poll``: what a submitting command takes."""
+    p.add_argument("spec", help="YAML or JSON file; '-' reads standard input")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=set_help,
+    )
+    p.add_argument("--wait", action="store_true", help=wait_help)
+    p.add_argument("--poll", type=float, default=2.0, help="seconds between polls with --wait")
 
 
 def _add_output_options(parser: argparse.ArgumentParser) -> None:
@@ -214,17 +223,11 @@ def _add_more_commands(
         description="Submit a YAML/JSON spec with a `stages` list; each stage starts from the "
         "previous one's checkpoint.",
     )
-    p.add_argument("spec", help="YAML or JSON file; '-' reads standard input")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a top-level field (e.g. --set name=run1)",
+    _add_spec_arguments(
+        p,
+        set_help="override a top-level field (e.g. --set name=run1)",
+        wait_help="wait for every stage",
     )
-    p.add_argument("--wait", action="store_true", help="wait for every stage")
-    p.add_argument("--poll", type=float, default=2.0, help="seconds between polls with --wait")
     p.set_defaults(func=_command(_pipeline_submit))
     p = actions.add_parser("show", parents=[common], help="a pipeline's stages and their state")
     p.add_argument("pipeline_id", metavar="ID")
