@@ -239,32 +239,28 @@ def profile_dataset(dataset_id: int, attempt: int, worker_id: str) -> str:
 # --------------------------------------------------------------------------- the janitor
 
 
-def lost_profilings(lost_after_seconds: float) -> list[tuple[int, int]]:
-    """``(id, attempt)`` of the claimed profilings with no report for ``lost_after_seconds``."""
-    cutoff = utcnow() - timedelta(seconds=lost_after_seconds)
+def _stale_profilings(seconds: float, *, claimed: bool) -> list[tuple[int, int]]:
+    """``(id, attempt)`` of the profilings, claimed by a worker or not, whose row has not
+    changed for ``seconds``."""
+    cutoff = utcnow() - timedelta(seconds=seconds)
+    worker = Dataset.profile_worker.is_not(None) if claimed else Dataset.profile_worker.is_(None)
     with session_scope() as session:
         rows = session.execute(
             select(Dataset.id, Dataset.profile_attempts).where(
-                Dataset.status == "profiling",
-                Dataset.profile_worker.is_not(None),
-                Dataset.updated_at < cutoff,
+                Dataset.status == "profiling", worker, Dataset.updated_at < cutoff
             )
         ).all()
     return [(r.id, r.profile_attempts) for r in rows]
+
+
+def lost_profilings(lost_after_seconds: float) -> list[tuple[int, int]]:
+    """``(id, attempt)`` of the claimed profilings with no report for ``lost_after_seconds``."""
+    return _stale_profilings(lost_after_seconds, claimed=True)
 
 
 def unclaimed_profilings(grace_seconds: float) -> list[tuple[int, int]]:
     """``(id, attempt)`` of the profilings no worker has claimed for ``grace_seconds``."""
-    cutoff = utcnow() - timedelta(seconds=grace_seconds)
-    with session_scope() as session:
-        rows = session.execute(
-            select(Dataset.id, Dataset.profile_attempts).where(
-                Dataset.status == "profiling",
-                Dataset.profile_worker.is_(None),
-                Dataset.updated_at < cutoff,
-            )
-        ).all()
-    return [(r.id, r.profile_attempts) for r in rows]
+    return _stale_profilings(grace_seconds, claimed=False)
 
 
 def retry_lost(
