@@ -101,7 +101,9 @@ class SweepCreate(BaseModel):
         default_factory=dict,
         max_length=8,
         description="run field (dotted for nested ones, e.g. data.imbalance_factor) → the values "
-        f"to try (1-{MAX_GRID_VALUES}, distinct); every combination is a grid point",
+        f"to try (1-{MAX_GRID_VALUES}, distinct); every combination is a grid point. In a "
+        "pipeline base, init: ['scratch', 'pretrained'] runs the finetune stages from random "
+        "weights and from the first stage",
     )
     seeds: list[int] = Field(
         default_factory=lambda: [0],

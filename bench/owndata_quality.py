@@ -51,7 +51,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from bench.quality import Job, mean_std, run_all
+from bench.runs import Job, mean_std, run_all
 from livt_core.contract import shot_groups
 from livt_core.data.fashion import read_idx
 from livt_core.data.longtail import longtail_counts

@@ -40,6 +40,13 @@ def next_restart_delay(previous: float, ran_seconds: float, cap: float) -> float
     return min(previous * 2, cap)
 
 
+def _positive_int(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError("must be ≥ 1")
+    return number
+
+
 def _positive_float(value: str) -> float:
     number = float(value)
     if not number > 0:
@@ -135,7 +142,7 @@ def serve_command(args: argparse.Namespace) -> int:
         argv = [sys.executable, "-m", "livt.cli"]
         if logging.getLogger().isEnabledFor(logging.DEBUG):
             argv.append("-v")
-        argv += ["worker", "--name", "embedded", "--concurrency", "1"]
+        argv += ["worker", "--name", "embedded", "--concurrency", str(args.concurrency)]
         argv += ["--queues", settings.default_queue]
         embedded = EmbeddedWorker(argv, restart_delay_max=settings.worker_restart_delay_max_seconds)
         embedded.start()
@@ -220,6 +227,12 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument("--port", type=int, default=8000, help="port to listen on")
     serve.add_argument(
         "--no-worker", action="store_true", help="the API alone (workers run elsewhere)"
+    )
+    serve.add_argument(
+        "--concurrency",
+        type=_positive_int,
+        default=1,
+        help="jobs the worker runs at once, each pinned to its share of the cores (default 1)",
     )
     serve.set_defaults(func=serve_command)
 

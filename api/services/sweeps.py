@@ -60,6 +60,10 @@ FIXED_KEYS = {
 }
 #: Grid keys that change what is evaluated: rows then do not compare on one data set.
 DATA_KEYS = ("dataset", "preset", "data")
+#: The values of ``init`` in the grid of a pipeline base: where its finetune stages start.
+#: ``pretrained``: from the stage before (the pipeline's own rule: the MGP encoder of a
+#: pretrain → finetune base); ``scratch``: from random weights, without waiting for it.
+INIT_CHOICES = ("pretrained", "scratch")
 
 
 # --------------------------------------------------------------------------------------------
@@ -105,16 +109,51 @@ def _raw_stages(base: dict[str, Any]) -> list[dict[str, Any]]:
     return [s for s in stages if isinstance(s, dict)] if isinstance(stages, list) else []
 
 
-def _check_request(body: SweepCreate, settings: Settings, stages: int) -> list[FieldError]:
+def _check_init_grid(
+    values: list[Any], stages: list[dict[str, Any]], errors: list[FieldError]
+) -> None:
+    """``init`` in the grid of a pipeline base: each value one of :data:`INIT_CHOICES`, and no
+    finetune stage after the first that sets its own ``init``."""
+    for index, value in enumerate(values):
+        if value not in INIT_CHOICES:
+            errors.append(
+                FieldError(
+                    ("body", "grid", "init", index),
+                    f"is {json.dumps(value)}; give 'pretrained' (start from the stage before) "
+                    "or 'scratch' (random weights)",
+                    "grid_init_value",
+                )
+            )
+    for index, stage in enumerate(stages[1:], start=1):
+        if stage.get("kind") == "finetune" and "init" in stage:
+            errors.append(
+                FieldError(
+                    ("body", "base", "stages", index, "init"),
+                    "is set while the grid varies init; remove one of them",
+                    "grid_init_conflict",
+                )
+            )
+
+
+def _check_request(
+    body: SweepCreate, settings: Settings, stages: list[dict[str, Any]]
+) -> list[FieldError]:
     """The checks of the request itself: grid keys and values, seeds, the size bound."""
     errors: list[FieldError] = []
     for key, values in body.grid.items():
         root = key.split(".")[0]
-        if root in FIXED_KEYS:
+        if root in FIXED_KEYS and not (key == "init" and stages):
+            hint = (
+                "; in a pipeline base, init: ['pretrained', 'scratch'] compares the first "
+                "stage's checkpoint with random weights"
+                if root == "init" and not stages
+                else ""
+            )
             errors.append(
                 FieldError(
                     ("body", "grid", key),
-                    f"cannot be varied by a sweep ({FIXED_KEYS[root]}); remove it from grid",
+                    f"cannot be varied by a sweep ({FIXED_KEYS[root]}); remove it from grid"
+                    + hint,
                     "grid_fixed_key",
                 )
             )
@@ -127,6 +166,8 @@ def _check_request(body: SweepCreate, settings: Settings, stages: int) -> list[F
                 )
             )
         else:
+            if key == "init":
+                _check_init_grid(values, stages, errors)
             seen: set[str] = set()
             for index, value in enumerate(values):
                 text = json.dumps(value, sort_keys=True)
@@ -159,7 +200,7 @@ def _check_request(body: SweepCreate, settings: Settings, stages: int) -> list[F
             )
         )
     points = math.prod(len(v) for v in body.grid.values()) if body.grid else 1
-    per_seed = 1 + (stages - 1) * points if stages else points
+    per_seed = 1 + (len(stages) - 1) * points if stages else points
     total = per_seed * len(body.seeds)
     if total > settings.max_sweep_jobs:
         errors.append(
@@ -284,7 +325,7 @@ def _children(
         except ValidationError as exc:
             raise InvalidInputError(_schema_errors(exc, ("body", "base"))) from None
         stages = []
-    found.add(_check_request(body, settings, len(stages)))
+    found.add(_check_request(body, settings, stages))
     if found.errors:
         raise InvalidInputError(found.errors)
 
@@ -324,12 +365,18 @@ def _children(
         first.stage = 0
         jobs.append(first)
         for point in points:
-            previous = first
+            previous: Job | None = first
+            scratch = point.params.get("init") == "scratch"
+            finetunes = 0
             for index, stage in enumerate(stages[1:], start=1):
                 raw = {**copy.deepcopy(stage), "seed": seed}
                 if stage["kind"] == "finetune":
+                    finetunes += 1
                     for key, value in point.params.items():
-                        _set_path(raw, key, value)
+                        if key != "init":
+                            _set_path(raw, key, value)
+                    if scratch and finetunes == 1:
+                        previous = None  # random weights: starts at once, needs no MGP
                 raw["name"] = _job_name(body, point.params, seed, stage["kind"])
                 job = _build(
                     session,

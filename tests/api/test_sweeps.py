@@ -88,6 +88,75 @@ def test_pipeline_base_runs_one_pretrain_per_seed_and_fans_the_grid_out(client, 
         assert {j["loss"] for j in children} == {"bal_bce", "ce"}
 
 
+def test_pipeline_base_grid_over_init_compares_mgp_with_random_weights(client, user, enqueued):
+    stages = [
+        {"kind": "pretrain", "preset": "fashion-mnist-lt", **TINY},
+        {"kind": "finetune", "preset": "fashion-mnist-lt", **TINY},
+        {"kind": "evaluate", "preset": "fashion-mnist-lt"},
+    ]
+    body = {
+        "base": {"stages": stages},
+        "grid": {"init": ["scratch", "pretrained"], "loss": ["ce", "bal_bce"]},
+        "seeds": [0, 1],
+    }
+    response = _post(client, user, body)
+    assert response.status_code == 201, response.text
+    sweep = response.json()
+    jobs = {j["id"]: j for j in sweep["jobs"]}
+    assert len(jobs) == 2 + 2 * 4 * 2
+    pretrains = {j["id"] for j in jobs.values() if j["kind"] == "pretrain"}
+    finetunes = [j for j in jobs.values() if j["kind"] == "finetune"]
+    scratch = [j for j in finetunes if "init=\"scratch\"" in j["name"]]
+    assert len(scratch) == 4
+    # from random weights: no init, no wait for the pretrain, enqueued at once
+    assert all(j["init_job_id"] is None and j["depends_on"] is None for j in scratch)
+    queued = {job_id for job_id, _ in enqueued}
+    assert queued == pretrains | {j["id"] for j in scratch}
+    pretrained = [j for j in finetunes if j not in scratch]
+    assert {j["depends_on"] for j in pretrained} == pretrains
+    assert all(j["init_job_id"] in pretrains for j in pretrained)
+    assert [row["params"] for row in sweep["table"]] == [
+        {"init": i, "loss": loss} for i in ("scratch", "pretrained") for loss in ("ce", "bal_bce")
+    ]
+    for row in sweep["table"]:  # each cell is the evaluate stage after that row's finetune
+        for cell in row["cells"]:
+            finetune = jobs[jobs[cell["job"]]["depends_on"]]
+            assert (finetune["init_job_id"] is None) == (row["params"]["init"] == "scratch")
+    config = client.get(f"/jobs/{scratch[0]['id']}", headers=user.headers).json()["config"]
+    assert config["init"] is None
+
+
+@pytest.mark.parametrize(
+    ("base_stages", "grid", "loc"),
+    [
+        (None, {"init": ["scratch", "mgp"]}, ["body", "grid", "init", 1]),
+        (None, {"init": ["scratch", "scratch"]}, ["body", "grid", "init", 1]),
+        (None, {"init.job": ["j_x"]}, ["body", "grid", "init.job"]),
+        ("own-init", {"init": ["scratch"]}, ["body", "base", "stages", 1, "init"]),
+    ],
+)
+def test_init_grid_values_are_checked(client, user, pretrain, enqueued, base_stages, grid, loc):
+    stages = [
+        {"kind": "pretrain", "preset": "fashion-mnist-lt", **TINY},
+        {"kind": "finetune", "preset": "fashion-mnist-lt", **TINY},
+    ]
+    if base_stages == "own-init":
+        stages[1]["init"] = {"job": pretrain.id}
+    response = _post(client, user, {"base": {"stages": stages}, "grid": grid})
+    assert response.status_code == 422, response.text
+    assert loc in [e["loc"] for e in response.json()["detail"]]
+    assert enqueued == []
+
+
+def test_init_grid_on_a_job_base_is_422_with_the_pipeline_hint(client, user, pretrain):
+    body = {"base": _finetune_base(pretrain.id), "grid": {"init": ["scratch", "pretrained"]}}
+    response = _post(client, user, body)
+    assert response.status_code == 422
+    (error,) = response.json()["detail"]
+    assert error["loc"] == ["body", "grid", "init"]
+    assert "pipeline base" in error["msg"]
+
+
 @pytest.mark.parametrize(
     ("grid", "seeds", "loc"),
     [

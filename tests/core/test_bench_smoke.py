@@ -22,7 +22,7 @@ from livt_core.config import resolve_config
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _run(script: str, *args: str) -> None:
+def _run(script: str, *args: str, timeout: float = 300) -> None:
     # the scripts import the project and tests/folders.py from the repository root
     path = os.pathsep.join(filter(None, (str(REPO), os.environ.get("PYTHONPATH"))))
     proc = subprocess.run(
@@ -30,7 +30,7 @@ def _run(script: str, *args: str) -> None:
         cwd=REPO,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=timeout,
         env={**os.environ, "PYTHONPATH": path},
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -95,27 +95,46 @@ def test_speed_asks_for_cpu_when_cuda_is_missing(tmp_path: Path) -> None:
     assert "Traceback" not in proc.stderr
 
 
-def test_quality_smoke(tmp_path: Path) -> None:
-    _run("quality.py", "--out-dir", str(tmp_path), "--work-dir", str(tmp_path / "runs"))
-    report = json.loads((tmp_path / "quality.json").read_text())
-    cells = {(r["loss"], r["init"]) for r in report["rows"]}
-    assert cells == {
-        (loss, init) for loss in ("ce", "bal_ce", "bal_bce") for init in ("scratch", "mgp")
-    }
-    for row in report["rows"]:
-        for metric in ("many", "medium", "few", "overall"):
-            assert 0.0 <= row[metric]["mean"] <= 100.0
-    assert {c["init"] for c in report["bar"]} == {"scratch", "mgp"}
-    table = (tmp_path / "quality.md").read_text()
-    assert "| loss | init | many | medium | few | overall |" in table
-    assert report["budget"]["epochs"] == 1
+@pytest.mark.slow
+def test_quality_smoke_runs_both_sweeps_and_the_posthoc_curve_through_the_service(
+    tmp_path: Path,
+) -> None:
+    import socket
 
-    # a second invocation skips every finished run and rewrites the same table
-    before = {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").glob("*/results.json")}
-    _run("quality.py", "--out-dir", str(tmp_path), "--work-dir", str(tmp_path / "runs"))
-    after = {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").glob("*/results.json")}
-    assert before == after and len(before) == 7
-    assert json.loads((tmp_path / "quality.json").read_text())["rows"] == report["rows"]
+    with socket.socket() as probe:  # a free port for the service the benchmark starts
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    args = ("--out-dir", str(tmp_path), "--work-dir", str(tmp_path / "w"), "--poll", "1")
+    _run("quality.py", *args, "--port", str(port), timeout=600)
+    report = json.loads((tmp_path / "quality.json").read_text())
+    ablation = report["ablation"]
+    assert [r["params"] for r in ablation["table"]] == [
+        {"init": i, "loss": loss}
+        for i in ("scratch", "pretrained")
+        for loss in ("ce", "bal_ce", "bal_bce")
+    ]
+    assert ablation["jobs"] == 1 + 6  # one MGP run, six fine-tunes
+    assert all(r["n"] == 1 and 0 <= r["overall"]["mean"] <= 100 for r in ablation["table"])
+    assert {b["init"] for b in report["bar"]} == {"scratch", "pretrained"}
+    taus = [r["params"] for r in report["tau"]["table"]]
+    assert taus == [{"loss": lo, "tau": t} for lo in ("bal_ce", "bal_bce") for t in (0.5, 1.5)]
+    # the post-hoc curve of the CE model from the MGP run the τ sweep starts from
+    assert list(report["posthoc"]) == ["ce"]
+    curve = [p for p in report["posthoc"]["ce"] if "tau" in p]
+    assert [p["tau"] for p in curve] == [i / 4 for i in range(9)]
+    assert all(0 <= p["overall"]["mean"] <= 100 for p in curve)
+    markdown = (tmp_path / "quality.md").read_text()
+    # the tables are the sweeps' own Markdown exports
+    assert ablation["table_md"].strip() in markdown
+    assert report["tau"]["table_md"].strip() in markdown
+    assert "| init | loss | n | Overall |" in markdown
+
+    # a second invocation finds the finished sweeps and evaluations instead of training again
+    _run("quality.py", *args, "--port", str(port), timeout=300)
+    again = json.loads((tmp_path / "quality.json").read_text())
+    assert again["ablation"]["id"] == ablation["id"]
+    assert again["tau"]["id"] == report["tau"]["id"]
+    assert again["posthoc_jobs"] == report["posthoc_jobs"]
 
 
 def _load_bench(script: str, name: str):
@@ -126,35 +145,31 @@ def _load_bench(script: str, name: str):
     return module
 
 
-def _load_quality():
-    spec = importlib.util.spec_from_file_location("bench_quality", REPO / "bench" / "quality.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+def _load_runs():
+    return _load_bench("runs.py", "bench_runs")
 
 
-def test_quality_matches_run_directories_with_defaults_filled_in() -> None:
-    quality = _load_quality()
+def test_runs_match_run_directories_with_defaults_filled_in() -> None:
+    runs = _load_runs()
     config = resolve_config("finetune", "fashion-mnist-lt", {"loss": "ce"})
     on_disk = config.model_dump(mode="json")
-    assert quality.same_config(config, on_disk)
+    assert runs.same_config(config, on_disk)
     # a run written before a setting existed still matches while the setting keeps its default
     older = {k: v for k, v in on_disk.items() if k != "crop_scale"}
-    assert not quality.same_config(config, older)  # the preset changes crop_scale
+    assert not runs.same_config(config, older)  # the preset changes crop_scale
     default_crop = resolve_config(
         "finetune", "fashion-mnist-lt", {"loss": "ce", "crop_scale": [0.08, 1.0]}
     )
-    assert quality.same_config(default_crop, older)
-    assert not quality.same_config(config, {**on_disk, "epochs": on_disk["epochs"] + 1})
-    assert not quality.same_config(config, {"bogus": 1})
+    assert runs.same_config(default_crop, older)
+    assert not runs.same_config(config, {**on_disk, "epochs": on_disk["epochs"] + 1})
+    assert not runs.same_config(config, {"bogus": 1})
 
 
-def test_quality_rejects_a_dependency_on_a_missing_run(tmp_path: Path) -> None:
-    quality = _load_quality()
-    job = quality.Job("finetune", {}, tmp_path, after="mgp-seed9")
+def test_runs_reject_a_dependency_on_a_missing_run(tmp_path: Path) -> None:
+    runs = _load_runs()
+    job = runs.Job("finetune", {}, tmp_path, after="mgp-seed9")
     with pytest.raises(ValueError, match="mgp-seed9"):
-        quality.run_all({"bft": job}, 2, 1)
+        runs.run_all({"bft": job}, 2, 1)
 
 
 @pytest.mark.slow
