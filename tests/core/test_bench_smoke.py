@@ -148,6 +148,13 @@ def test_quality_matches_run_directories_with_defaults_filled_in() -> None:
     assert quality.same_config(default_crop, older)
     assert not quality.same_config(config, {**on_disk, "epochs": on_disk["epochs"] + 1})
     assert not quality.same_config(config, {"bogus": 1})
+    # the notes only explain the settings: reworded notes do not orphan a run
+    assert quality.same_config(config, {**on_disk, "recipe_notes": ["an older wording"]})
+    # a stored loader-worker count matches the same count, not auto (which may differ)
+    auto = resolve_config(
+        "finetune", "fashion-mnist-lt", {"loss": "ce", "data": {"num_workers": None}}
+    )
+    assert on_disk["data"]["num_workers"] == 1 and not quality.same_config(auto, on_disk)
 
 
 def test_quality_rejects_a_dependency_on_a_missing_run(tmp_path: Path) -> None:
