@@ -6,7 +6,7 @@ For each data variant the benchmark writes a long-tailed ImageFolder (``train/``
 - **zero-config** (``auto``): the ``auto`` recipe derived from the folder's profile, as
   ``livt train --data DIR`` and a pipeline without a preset run it: MGP → BFT (Bal-BCE, from
   that MGP) → evaluate on ``test``; nothing is set but the folder, the seed, the MGP
-  checkpoint the fine-tune starts from and one torch thread;
+  checkpoint the fine-tune starts from, one torch thread and one loader process;
 - **CE**: the same auto fine-tune with ``loss=ce``, from the same MGP checkpoint;
 - **LR** and **SVC**: class-weighted (``class_weight="balanced"``) logistic regression and
   RBF SVC from scikit-learn on the raw pixels (scaled to [0, 1]), ``C`` picked on ``val``
@@ -303,10 +303,11 @@ def vit_jobs(
     variant: str, root: Path, profile: dict[str, Any], seed: int, work: Path, smoke: bool
 ) -> dict[str, Job]:
     """The zero-config pipeline (MGP → BFT Bal-BCE → evaluate) and the CE fine-tune of one
-    seed: the auto recipe with nothing set but the data, the seed, the MGP checkpoint and one
-    thread."""
+    seed: the auto recipe with nothing set but the data, the seed, the MGP checkpoint, one
+    thread and one loader process (fixed, so that the runs and their augmentation streams do
+    not depend on the cores of the machine)."""
     base: dict[str, Any] = {
-        "data": {"dataset": "imagefolder", "root": str(root)},
+        "data": {"dataset": "imagefolder", "root": str(root), "num_workers": 1},
         "seed": seed,
         "threads": 1,
         "device": "cpu",

@@ -30,12 +30,15 @@ logger = logging.getLogger("bench.runs")
 def same_config(config: BaseModel, on_disk: dict[str, Any]) -> bool:
     """Whether a run directory's ``config.json`` describes ``config``. Both are compared with
     every default filled in, so a setting added to the library later (with a default) does not
-    orphan finished runs."""
+    orphan finished runs; ``recipe_notes`` only explain the settings and are not compared."""
     try:
         stored = type(config).model_validate(on_disk)
     except ValueError:  # pydantic's ValidationError included
         return False
-    return stored.model_dump(mode="json") == config.model_dump(mode="json")
+    ignore = {"recipe_notes"}
+    return stored.model_dump(mode="json", exclude=ignore) == config.model_dump(
+        mode="json", exclude=ignore
+    )
 
 
 def _cpu_seconds() -> float:

@@ -127,6 +127,9 @@ EVENT_TYPES: tuple[str, ...] = (START, STEP, EPOCH, CHECKPOINT, RESULT, ERROR, E
 
 
 class StartEvent(TypedDict):
+    """``threads``, ``num_workers`` and ``cpus``: the torch threads and loader processes rank 0
+    runs and its share of cores (``livt_core.perf.plan_cpus``)."""
+
     type: Literal["start"]
     time: float
     kind: str
@@ -134,6 +137,9 @@ class StartEvent(TypedDict):
     start_epoch: int
     steps_per_epoch: int
     world_size: int
+    threads: int
+    num_workers: int
+    cpus: int
 
 
 class StepEvent(TypedDict):
@@ -216,7 +222,9 @@ class LongTailResult(BaseModel):
     ``split_rule`` (in words, which split chose the epoch and which is reported); an evaluate
     run with ``posthoc_tau`` adds ``posthoc`` (``[{"tau", "overall", "many", "medium", "few"}]``),
     ``posthoc_best_tau`` and ``calibration`` (``{"ece", "ece_scaled", "temperature",
-    "fit_split"}``, see ``livt_core.posthoc``)."""
+    "fit_split"}``, see ``livt_core.posthoc``). Every run adds ``runtime``: ``{"threads",
+    "num_workers", "cpus"}``, the torch threads and loader processes it ran with on its share of
+    cores."""
 
     model_config = ConfigDict(extra="allow")
 
@@ -235,7 +243,8 @@ class LongTailResult(BaseModel):
 
 
 class PretrainSummary(BaseModel):
-    """The result of a pretrain (MGP) run: its loss summary and the encoder's checkpoint."""
+    """The result of a pretrain (MGP) run: its loss summary and the encoder's checkpoint (and
+    ``runtime``, as in :class:`LongTailResult`)."""
 
     model_config = ConfigDict(extra="allow")
 

@@ -1,13 +1,30 @@
-"""Run-time speed settings of a training process: CPU threads, loader-worker threads, the
-AdamW implementation and ``torch.compile``.
+"""Run-time speed settings of a training process: CPU threads, loader workers, the AdamW
+implementation and ``torch.compile``.
 
-Threads. A training process gets the cores it may run on: ``$LIVT_JOB_CPUS`` when set (the job
+Cores. A training process gets the cores it may run on: ``$LIVT_JOB_CPUS`` when set (the job
 service sets it to a job's share when several jobs run at once), else the process's CPU affinity
 (``os.sched_getaffinity``: a container's or ``taskset``'s cores, not the whole machine), divided
-among the local ranks of a ``torchrun`` launch. Loader workers run one torch thread each (their
-work is per-image PIL and small tensor ops; more threads only contend with the training step).
-OpenMP spinning on more threads than free cores made a 2-thread step 4.3× slower than a 1-thread
-one on a loaded 2-core machine, so a default never exceeds the cores given.
+among the local ranks of a ``torchrun`` launch: the rank's *share* (:func:`cpu_share`). OpenMP
+spinning on more threads than free cores made a 2-thread step 4.3× slower than a 1-thread one on
+a loaded 2-core machine, so the defaults never exceed the share.
+
+Threads and loader workers (:func:`plan_cpus`). Loader workers run one torch thread each (their
+work is per-image PIL and small tensor ops; more threads only contend with the training step),
+so a worker costs one core of the share and the step's torch threads get the rest:
+
+- ``data.num_workers: null`` (auto) and ``threads: null``: no worker on a 1-core share (a worker
+  there would only take turns with the training step on the one core, and every batch would
+  also be pickled across processes: loading in the training process does the same work without
+  that), else half the share, at most :data:`AUTO_MAX_WORKERS`; the step gets the rest.
+- auto workers with an explicit ``threads``: the cores the threads leave, at most
+  :data:`AUTO_MAX_WORKERS` (0 when they leave none).
+- an explicit ``data.num_workers`` with ``threads: null``: the step gets the share less the
+  workers, at least 1 thread.
+- both explicit: both are used as given.
+
+Whenever the result exceeds the share (explicit settings only can make it), the run logs one
+WARNING naming ``threads``, ``data.num_workers`` and the share. The numbers the run uses are
+logged at its start, sent in its ``start`` event and written under ``runtime`` in its result.
 
 Compile. ``compile`` is ``auto``, ``on`` or ``off``. ``on`` compiles the training model with
 inductor and fails the run when that is impossible; ``off`` stays eager. ``auto`` compiles where
@@ -64,15 +81,86 @@ def local_processes() -> int:
         return 1
 
 
+#: Most loader processes per rank that ``data.num_workers: null`` (auto) starts: beyond that
+#: the cores go to the training step's threads.
+AUTO_MAX_WORKERS = 4
+
+
+def cpu_share() -> int:
+    """Cores of this training process: :func:`available_cpus` divided among the local
+    processes, at least 1."""
+    return max(1, available_cpus() // local_processes())
+
+
+def auto_workers(share: int, threads: int | None = None) -> int:
+    """Loader processes of a run with ``data.num_workers: null`` on ``share`` cores, given the
+    run's ``threads`` (None: the default threads take what the workers leave)."""
+    if share <= 1:
+        return 0
+    free = share // 2 if threads is None else share - threads
+    return max(0, min(AUTO_MAX_WORKERS, free))
+
+
 def default_threads(num_workers: int = 0) -> int:
     """torch intra-op threads of one training process when the run does not set ``threads``:
-    its share of :func:`available_cpus` among the local processes, at least 1.
+    its :func:`cpu_share`, less one core per loader process (``num_workers``), at least 1."""
+    return max(1, cpu_share() - max(num_workers, 0))
 
-    Each of the ``num_workers`` loader processes (one thread each) takes one core of that share,
-    so that the step's threads and the workers together never exceed it; the step keeps at
-    least one thread."""
-    share = max(1, available_cpus() // local_processes())
-    return max(1, share - max(num_workers, 0))
+
+@dataclass(frozen=True)
+class CpuPlan:
+    """The threads and loader processes one training process runs, on its ``share`` of cores."""
+
+    threads: int
+    num_workers: int
+    share: int
+    auto_threads: bool
+    auto_workers: bool
+
+    @property
+    def oversubscribed(self) -> bool:
+        return self.threads + self.num_workers > self.share
+
+    def describe(self) -> str:
+        """The log line of the plan."""
+        threads = "auto" if self.auto_threads else self.threads
+        workers = "auto" if self.auto_workers else self.num_workers
+        return (
+            f"torch threads {self.threads} (threads={threads}), {self.num_workers} loader "
+            f"worker(s) (data.num_workers={workers}) on a share of {self.share} core(s)"
+        )
+
+    def record(self) -> dict[str, int]:
+        """What the run records of it (its ``start`` event and ``runtime`` in its result)."""
+        return {"threads": self.threads, "num_workers": self.num_workers, "cpus": self.share}
+
+
+def plan_cpus(threads: int | None, num_workers: int | None) -> CpuPlan:
+    """The threads and loader workers of a run's ``threads`` and ``data.num_workers`` settings
+    (None: auto) on this process's :func:`cpu_share`, by the rules of the module doc. Logs one
+    WARNING when explicit settings exceed the share."""
+    share = cpu_share()
+    workers = auto_workers(share, threads) if num_workers is None else num_workers
+    count = threads if threads is not None else max(1, share - workers)
+    plan = CpuPlan(count, workers, share, threads is None, num_workers is None)
+    if plan.oversubscribed:
+        logger.warning(
+            "threads=%d + data.num_workers=%d exceed this process's share of %d core(s) "
+            "(%s): the processes will take turns on the cores; lower threads or "
+            "data.num_workers, or set them to null (auto)",
+            count,
+            workers,
+            share,
+            _share_source(),
+        )
+    return plan
+
+
+def _share_source() -> str:
+    local = local_processes()
+    raw = os.environ.get(JOB_CPUS_ENV, "").strip()
+    origin = f"{JOB_CPUS_ENV}={raw}" if raw.isdigit() and int(raw) > 0 else "the CPU affinity"
+    return origin if local == 1 else f"{origin} divided among {local} local processes"
 
 
 def configure_threads(threads: int | None, num_workers: int = 0) -> int:

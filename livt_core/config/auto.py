@@ -28,7 +28,9 @@ The rules (each number's reason is in its note; ``docs/method.md`` lists them):
   RandAugment, Mixup / CutMix or random erasing (on a few thousand small images they slow
   fitting down: bench/README.md); up to 160 px, 20-100 % crops, RandAugment magnitude 6, no
   mixing; above, the paper's recipe (8-100 % crops, magnitude 9, random erasing), with
-  Mixup / CutMix only from 10,000 training images on.
+  Mixup / CutMix only from 10,000 training images on;
+- **loader processes**: ``data.num_workers`` stays auto, sized at run time to the cores the
+  job gets (``livt_core.perf.plan_cpus``).
 """
 
 from __future__ import annotations
@@ -209,12 +211,11 @@ def auto_overrides(kind: str, profile: Mapping[str, Any]) -> tuple[dict[str, Any
     )
     small = patch == 4
     values: dict[str, Any] = {"data": data}
-    if small:
-        data["num_workers"] = 1
-        notes.append(
-            "data.num_workers=1: decoded small images come from the in-memory cache, one "
-            "loader process keeps the model fed"
-        )
+    notes.append(
+        "data.num_workers auto: loader processes sized at run time to the cores the job gets "
+        "(none on one core, else half of them, at most 4), so that they and the training "
+        "threads never exceed those cores"
+    )
     if kind == "evaluate":
         values["model"] = f"vit_{size}_patch{patch}"
         split = "test" if "test" in profile["splits"] else "val"

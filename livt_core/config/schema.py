@@ -198,11 +198,19 @@ class DataConfig(_Strict):
         description="image-file data sets whose decoded images fit this many MiB are decoded "
         "once into memory shared with the loader processes (0: read the files every epoch)",
     )
-    num_workers: StrictInt = Field(
-        4,
+    num_workers: StrictInt | None = Field(
+        None,
         le=MAX_NUM_WORKERS,
+        json_schema_extra={
+            "anyOf": [
+                {"type": "integer", "minimum": 0, "maximum": MAX_NUM_WORKERS},
+                {"type": "null"},
+            ]
+        },
         description="DataLoader worker processes per rank (0-256: more than any one machine's "
-        "cores)",
+        "cores; 0 loads in the training process); None = auto, sized at run time to the "
+        "process's share of the cores: 0 on one core, else half the share, at most 4, or with "
+        "threads set the cores those leave, at most 4 (`livt_core.perf.plan_cpus`)",
     )
 
     @field_validator("img_size")
@@ -228,8 +236,8 @@ class DataConfig(_Strict):
 
     @field_validator("num_workers")
     @classmethod
-    def _workers(cls, v: int) -> int:
-        if v < 0:
+    def _workers(cls, v: int | None) -> int | None:
+        if v is not None and v < 0:
             raise _fail("must be ≥ 0; set data.num_workers=0 to load in the main process")
         return v
 

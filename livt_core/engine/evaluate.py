@@ -109,6 +109,7 @@ class EvaluateRecipe(Recipe):
                 "start_epoch": 0,
                 "steps_per_epoch": len(self.eval_loader),
                 "world_size": self.ctx.world_size,
+                **self.cpus.record(),
             }
         )
         logits, labels = predict(

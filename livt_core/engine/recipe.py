@@ -60,9 +60,11 @@ from livt_core.optim import (
 )
 from livt_core.paths import PathPolicy
 from livt_core.perf import (
+    CpuPlan,
     adamw_implementation,
     loader_worker_init,
     maybe_compile,
+    plan_cpus,
     set_adamw_implementation,
 )
 
@@ -118,6 +120,7 @@ class Recipe(abc.ABC):
         resume: str | None = "auto",
         paths: PathPolicy | None = None,
         fence: AttemptFence | None = None,
+        cpus: CpuPlan | None = None,
     ) -> None:
         if config.kind != self.kind:
             raise ConfigError("kind", f"{type(self).__name__} runs {self.kind}, not {config.kind}")
@@ -128,6 +131,8 @@ class Recipe(abc.ABC):
         self.paths = paths
         #: every write into ``output_dir`` goes through ``fence.writing()`` (job attempts)
         self.fence: AttemptFence | NoFence = fence or NoFence()
+        #: the torch threads and loader workers of this process (``livt_core.perf.plan_cpus``)
+        self.cpus = cpus or plan_cpus(config.threads, config.data.num_workers)
         self.ctx = DistContext()
         self.history: list[dict[str, Any]] = []
         self.checkpoints: dict[str, str] = {}
@@ -187,8 +192,9 @@ class Recipe(abc.ABC):
         one. On Linux they are forked whatever the process's default start method: a process
         that was itself spawned (a pool worker, for instance) would otherwise spawn them too,
         re-importing torch and pickling the data set. Each worker runs one torch thread
-        (:func:`loader_worker_init`)."""
-        workers = self.config.data.num_workers
+        (:func:`loader_worker_init`); there are ``self.cpus.num_workers`` of them, the
+        resolved ``data.num_workers``."""
+        workers = self.cpus.num_workers
         if workers > 0 and train:
             dataset = EpochSeeded(dataset, self.config.seed + self.ctx.rank, self.loader_epoch)
         return DataLoader(
@@ -222,6 +228,8 @@ class Recipe(abc.ABC):
             )
 
     def write_result(self, result: dict[str, Any]) -> None:
+        """Writes ``result`` with the process's ``runtime`` (threads, loader workers, cores)."""
+        result["runtime"] = self.cpus.record()
         if self.ctx.is_main:
             with self.fence.writing():
                 write_json(self.output_dir / RESULTS_FILE, result)
@@ -390,6 +398,7 @@ class TrainRecipe(Recipe):
                 "start_epoch": self.start_epoch,
                 "steps_per_epoch": self.steps,
                 "world_size": self.ctx.world_size,
+                **self.cpus.record(),
             }
         )
         # a resumed run first reports the epochs it continues after, from its history, so that

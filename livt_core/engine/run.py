@@ -19,7 +19,7 @@ from livt_core.errors import LivtError, StopRequested
 from livt_core.events import Callback
 from livt_core.fence import AttemptFence
 from livt_core.paths import PathPolicy, confine_config_paths
-from livt_core.perf import configure_threads
+from livt_core.perf import configure_threads, plan_cpus
 
 logger = logging.getLogger(__name__)
 
@@ -88,10 +88,11 @@ def run(
             ``on_error`` and ``on_end("failed")`` were called; anything else likewise.
     """
     cbs = callbacks if callbacks is not None and env_rank() == 0 else Callback()
-    threads = configure_threads(config.threads, config.data.num_workers)
-    logger.info("torch threads %d (threads=%s)", threads, config.threads)
+    cpus = plan_cpus(config.threads, config.data.num_workers)
+    configure_threads(cpus.threads)
+    logger.info("%s", cpus.describe())
     recipe = RECIPES[config.kind](
-        config, output_dir, callbacks=cbs, resume=resume, paths=paths, fence=fence
+        config, output_dir, callbacks=cbs, resume=resume, paths=paths, fence=fence, cpus=cpus
     )
     status = "succeeded"
     result: dict[str, Any] = {}

@@ -163,6 +163,13 @@ def test_runs_match_run_directories_with_defaults_filled_in() -> None:
     assert runs.same_config(default_crop, older)
     assert not runs.same_config(config, {**on_disk, "epochs": on_disk["epochs"] + 1})
     assert not runs.same_config(config, {"bogus": 1})
+    # the notes only explain the settings: reworded notes do not orphan a run
+    assert runs.same_config(config, {**on_disk, "recipe_notes": ["an older wording"]})
+    # a stored loader-worker count matches the same count, not auto (which may differ)
+    auto = resolve_config(
+        "finetune", "fashion-mnist-lt", {"loss": "ce", "data": {"num_workers": None}}
+    )
+    assert on_disk["data"]["num_workers"] == 1 and not runs.same_config(auto, on_disk)
 
 
 def test_runs_reject_a_dependency_on_a_missing_run(tmp_path: Path) -> None:

@@ -61,6 +61,24 @@ def test_overrides_win_over_preset_and_merge_nested():
     assert cfg.data.img_size == 28  # kept from the preset
 
 
+def test_loader_workers_default_to_auto_and_explicit_counts_still_load():
+    """``data.num_workers`` is auto (null) unless a preset or the user sets it; a paper preset
+    leaves it auto, fashion-mnist-lt keeps its one loader process, and a run folder's
+    ``config.json`` written with a count (the former default 4 included) still validates."""
+    assert PretrainConfig().data.num_workers is None
+    assert resolve_config("pretrain", "imagenet-lt").data.num_workers is None
+    assert resolve_config("finetune", "fashion-mnist-lt").data.num_workers == 1
+    cfg = resolve_config("finetune", "fashion-mnist-lt", {"data": {"num_workers": None}})
+    assert cfg.data.num_workers is None
+    assert parse_overrides(["data.num_workers=null"]) == {"data": {"num_workers": None}}
+    stored = resolve_config("finetune", "imagenet-lt").model_dump(mode="json")
+    stored["data"]["num_workers"] = 4
+    assert config_from_dict(stored).data.num_workers == 4
+    with pytest.raises(ConfigErrors) as info:
+        resolve_config("finetune", None, {"data": {"num_workers": -1}})
+    assert "data.num_workers=0" in _fields(info.value)["data.num_workers"]
+
+
 def test_unknown_preset_lists_valid_ones():
     with pytest.raises(ConfigErrors) as info:
         resolve_config("finetune", "imagenet")

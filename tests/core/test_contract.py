@@ -20,7 +20,16 @@ def test_event_writer_writes_the_fields_of_the_contract(tmp_path):
     path = tmp_path / contract.EVENTS_FILE
     writer = JsonlEventWriter(path, min_step_interval=0.0)
     writer.on_start(
-        {"kind": "finetune", "epochs": 2, "start_epoch": 0, "steps_per_epoch": 3, "world_size": 1}
+        {
+            "kind": "finetune",
+            "epochs": 2,
+            "start_epoch": 0,
+            "steps_per_epoch": 3,
+            "world_size": 1,
+            "threads": 1,
+            "num_workers": 0,
+            "cpus": 1,
+        }
     )
     step = dict.fromkeys(contract.PROGRESS_FIELDS, 0)
     writer.on_step(step)

@@ -108,10 +108,19 @@ def test_interrupted_and_resumed_finetune_ends_identical_to_an_uninterrupted_one
     second_recorder = Recorder()
     second = run(config, tmp_path / "resumed", callbacks=second_recorder)
     assert second.status == "succeeded"
-    assert second_recorder.events[0] == (
-        "start",
-        {"kind": "finetune", "epochs": 2, "start_epoch": 1, "steps_per_epoch": 3, "world_size": 1},
-    )
+    kind, start = second_recorder.events[0]
+    assert kind == "start"
+    assert start == {
+        "kind": "finetune",
+        "epochs": 2,
+        "start_epoch": 1,
+        "steps_per_epoch": 3,
+        "world_size": 1,
+        # no loader process: the step has the whole share
+        "threads": start["cpus"],
+        "num_workers": 0,
+        "cpus": start["cpus"],
+    }
     first_step = next(v for k, v in second_recorder.events if k == "step")
     assert (first_step["epoch"], first_step["global_step"]) == (1, 4)
 

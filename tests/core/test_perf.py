@@ -1,9 +1,11 @@
-"""Speed settings: threads from the job's cores, one thread per loader worker, AdamW kernels,
-the compile setting and its fallback, SDPA attention in every model."""
+"""Speed settings: threads and loader workers from the job's cores, one thread per loader worker,
+AdamW kernels, the compile setting and its fallback, SDPA attention in every model."""
 
 from __future__ import annotations
 
+import json
 import logging
+import multiprocessing
 import os
 import re
 import subprocess
@@ -19,9 +21,11 @@ from torch.utils.data import DataLoader, Dataset
 
 from livt_core.config import resolve_config
 from livt_core.errors import ConfigError
+from livt_core.events import Callback
 from livt_core.models import create_model, list_models
 from livt_core.optim import create_optimizer, param_groups
 from livt_core.perf import (
+    AUTO_MAX_WORKERS,
     JOB_CPUS_ENV,
     CompiledStep,
     available_cpus,
@@ -29,6 +33,7 @@ from livt_core.perf import (
     decide_compile,
     default_threads,
     loader_worker_init,
+    plan_cpus,
     set_adamw_implementation,
 )
 
@@ -53,6 +58,136 @@ def test_threads_follow_the_job_cpus_and_the_affinity(monkeypatch: pytest.Monkey
     monkeypatch.setenv(JOB_CPUS_ENV, "not-a-number")
     monkeypatch.delenv("LOCAL_WORLD_SIZE")
     assert available_cpus() == len(os.sched_getaffinity(0))
+
+
+@pytest.mark.parametrize(
+    ("cpus", "local", "threads", "expected"),
+    [
+        # auto threads and auto workers: (threads, workers)
+        (1, None, None, (1, 0)),  # one core: no loader process
+        (2, None, None, (1, 1)),
+        (8, None, None, (4, 4)),
+        (16, None, None, (12, 4)),  # at most 4 workers; the step gets the rest
+        (2, "2", None, (1, 0)),  # torchrun: 2 ranks on 2 cores, one core each
+        (8, "2", None, (2, 2)),
+        (8, "8", None, (1, 0)),
+        # explicit threads: the workers fit the cores they leave
+        (1, None, 1, (1, 0)),
+        (2, None, 1, (1, 1)),
+        (2, None, 2, (2, 0)),
+        (8, None, 1, (1, 4)),
+        (8, None, 6, (6, 2)),
+        (8, "2", 3, (3, 1)),
+    ],
+)
+def test_auto_workers_and_threads_fit_the_share(
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    cpus: int,
+    local: str | None,
+    threads: int | None,
+    expected: tuple[int, int],
+) -> None:
+    monkeypatch.setenv(JOB_CPUS_ENV, str(cpus))
+    if local is None:
+        monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    else:
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", local)
+    with caplog.at_level(logging.WARNING, logger="livt_core.perf"):
+        plan = plan_cpus(threads, None)
+    assert (plan.threads, plan.num_workers) == expected
+    assert plan.threads + plan.num_workers <= plan.share == max(1, cpus // int(local or 1))
+    assert plan.auto_workers and plan.auto_threads == (threads is None)
+    assert not caplog.records
+
+
+def test_auto_never_oversubscribes_any_share(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    for cpus in range(1, 65):
+        monkeypatch.setenv(JOB_CPUS_ENV, str(cpus))
+        for threads in {None, 1, min(2, cpus), cpus}:  # explicit threads within the share
+            plan = plan_cpus(threads, None)
+            assert plan.threads >= 1 and 0 <= plan.num_workers <= AUTO_MAX_WORKERS
+            assert plan.threads + plan.num_workers <= cpus, (cpus, threads, plan)
+            assert plan.num_workers == 0 or cpus > 1
+
+
+def test_explicit_workers_are_respected_and_an_excess_warns_once(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    monkeypatch.setenv(JOB_CPUS_ENV, "4")
+    with caplog.at_level(logging.WARNING, logger="livt_core.perf"):
+        fits = plan_cpus(None, 3)
+        both_fit = plan_cpus(2, 2)
+    assert (fits.threads, fits.num_workers) == (1, 3)
+    assert (both_fit.threads, both_fit.num_workers) == (2, 2)
+    assert not caplog.records
+    for threads, workers in ((3, 2), (None, 6), (8, 0)):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="livt_core.perf"):
+            plan = plan_cpus(threads, workers)
+        assert plan.num_workers == workers and plan.threads == (threads or 1)
+        assert [r.levelno for r in caplog.records] == [logging.WARNING]
+        message = caplog.records[0].getMessage()
+        assert f"threads={plan.threads}" in message and f"data.num_workers={workers}" in message
+        assert "share of 4 core(s)" in message and f"{JOB_CPUS_ENV}=4" in message
+
+
+class _Watch(Callback):
+    """Records, at every training step, torch's threads and the loader processes alive."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[int, int]] = []
+        self.start: dict = {}
+
+    def on_start(self, info) -> None:
+        self.start = dict(info)
+
+    def on_step(self, progress) -> None:
+        self.seen.append((torch.get_num_threads(), len(multiprocessing.active_children())))
+
+
+@pytest.mark.parametrize(
+    ("cpus", "threads", "workers"), [("1", 1, 0), ("2", 1, 1)], ids=["one-core", "two-cores"]
+)
+def test_a_run_with_auto_workers_runs_the_planned_processes(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, cpus: str, threads: int, workers: int
+) -> None:
+    """A short fine-tune on the bundled Fashion-MNIST-LT with ``threads`` and
+    ``data.num_workers`` left to auto: the step runs the planned threads, exactly the planned
+    loader processes exist while it trains, and the result records both."""
+    from livt_core.engine.run import run
+
+    config = resolve_config(
+        "finetune",
+        "fashion-mnist-lt",
+        {
+            "threads": None,
+            "data": {"num_workers": None},
+            "epochs": 1,
+            "warmup_epochs": 0,
+            "max_steps_per_epoch": 3,
+            "model_kwargs": {"depth": 1},
+        },
+    )
+    assert config.data.num_workers is None and config.threads is None
+    monkeypatch.setenv(JOB_CPUS_ENV, cpus)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    before, children = torch.get_num_threads(), len(multiprocessing.active_children())
+    watch = _Watch()
+    try:
+        outcome = run(config, tmp_path / "run", callbacks=watch, resume=None)
+    finally:
+        torch.set_num_threads(before)
+    assert outcome.status == "succeeded"
+    assert watch.seen and set(watch.seen) == {(threads, children + workers)}
+    runtime = {"threads": threads, "num_workers": workers, "cpus": int(cpus)}
+    assert outcome.result["runtime"] == runtime
+    assert {k: watch.start[k] for k in runtime} == runtime
+    stored = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert stored["runtime"] == runtime
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["data"]["num_workers"] is None
 
 
 def test_default_threads_never_exceed_the_affinity_mask() -> None:
