@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import hmac
+import inspect
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, TypeVar
 
 import anyio
-from fastapi import Depends, HTTPException, Request, status
+from fastapi import Depends, FastAPI, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
@@ -141,6 +142,16 @@ async def get_enqueuer() -> Enqueue:
 
 
 EnqueueDep = Annotated[Enqueue, Depends(get_enqueuer)]
+
+
+async def app_enqueuer(app: FastAPI) -> Enqueue:
+    """The enqueuer the routes of ``app`` get (its ``dependency_overrides`` included), for the
+    app's background threads."""
+    provider = app.dependency_overrides.get(get_enqueuer, get_enqueuer)
+    enqueue = provider()
+    if inspect.isawaitable(enqueue):
+        enqueue = await enqueue
+    return enqueue
 
 
 def get_profile_enqueuer() -> EnqueueProfile:

@@ -19,6 +19,7 @@ from fastapi.staticfiles import StaticFiles
 from sqlalchemy.orm import Session, sessionmaker
 
 import livt_core
+from api.deps import app_enqueuer
 from api.errors import NotFoundError, install_error_handlers
 from api.openapi import install_docs, operation_id
 from api.request_limits import BodyLimits, RequestGuard
@@ -35,6 +36,7 @@ from api.routers import (
     webhooks,
 )
 from api.services.users import ensure_token
+from api.sweep_advance import SweepAdvancer
 from api.telemetry import MetricsMiddleware, Telemetry
 from api.webhooks import Dispatcher
 from livt_service.db import get_api_engines, upgrade_database
@@ -76,10 +78,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             timeout_seconds=settings.webhook_timeout_seconds,
         )
         dispatcher.start()
+        advancer = SweepAdvancer(
+            session_factory,
+            settings,
+            await app_enqueuer(_app),
+            poll_seconds=settings.sweep_advance_seconds,
+        )
+        advancer.start()
         logger.info("LiVT job service ready (%s mode)", settings.mode)
         try:
             yield
         finally:
+            await anyio.to_thread.run_sync(advancer.stop)
             await anyio.to_thread.run_sync(dispatcher.stop)
 
     app = FastAPI(

@@ -137,11 +137,9 @@ SWEEP_METRICS = ("overall", "few")
 
 
 def sweep_ended(sweep: Sweep) -> bool:
-    """Every job finished and, for an adaptive sweep, no further trial will be asked."""
-    if sweep_status(sweep) == "running":
-        return False
-    search = (sweep.spec or {}).get("search")
-    return not search or sweep.cancel_requested or len(sweep.cells) >= search.get("trials", 0)
+    """Every job finished and, for an adaptive sweep, every trial asked and told (or the sweep
+    was cancelled): see :func:`api.services.sweeps.sweep_status`."""
+    return sweep_status(sweep) != "running"
 
 
 def sweep_payload(sweep: Sweep) -> dict[str, Any]:

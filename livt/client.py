@@ -354,7 +354,8 @@ class Pipeline:
 class Sweep:
     """A grid × seeds of jobs (``POST /sweeps``). ``table`` has one row per grid point:
     ``{"params", "n", "status", "cells", "overall": {"mean", "std", "n"}, "many", "medium",
-    "few", "top5", "ece"}``; ``status`` is ``running`` until every job is finished."""
+    "few", "top5", "ece"}``; ``status`` is ``running`` until every job is finished (and an
+    adaptive sweep has asked and told all its trials)."""
 
     id: str
     name: str | None
@@ -743,8 +744,9 @@ class LivtClient:
         with the grid's fields and the seed set. Every child is checked before any is created:
         a bad value raises :class:`LivtApiError` (422) naming ``grid.<field>.<index>``.
         ``search`` (``{"space": {"blr": {"low", "high", "log"}}, "objective", "trials",
-        "parallel"}``) asks for an adaptive search instead of a grid; :meth:`wait_sweep` (or any
-        read of the sweep) moves it on."""
+        "parallel"}``) asks for an adaptive search instead of a grid: the service tells it each
+        finished trial and asks the next ones by itself (within seconds, and at once on a read
+        such as :meth:`sweep` or :meth:`wait_sweep`)."""
         body: dict[str, Any] = {"base": dict(base)}
         if grid is not None:
             body["grid"] = {k: list(v) for k, v in grid.items()}
@@ -784,8 +786,8 @@ class LivtClient:
         timeout: float | None = None,
         callback: Callable[[Sweep], None] | None = None,
     ) -> Sweep:
-        """Polls until every job of the sweep is finished; raises TimeoutError after
-        ``timeout`` seconds."""
+        """Polls until every job of the sweep is finished (an adaptive sweep: every trial asked
+        and told); raises TimeoutError after ``timeout`` seconds."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             sweep = self.sweep(sweep_id)

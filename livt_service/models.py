@@ -25,6 +25,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
@@ -158,7 +159,9 @@ class Sweep(Base):
     """A grid of jobs (grid point × seed) created by one request; its status derives from its
     jobs. ``spec`` is the request (``base``, ``grid``, ``seeds``); ``cells`` lists, per grid
     point and seed, ``{"params", "seed", "job"}`` with ``job`` the id of the job whose result
-    fills the table (the last stage of a pipeline base)."""
+    fills the table (the last stage of a pipeline base). An adaptive sweep (``spec["search"]``)
+    adds to each cell its Optuna ``trial`` number, ``told`` and the told ``value``;
+    ``search_open`` is true while it has trials still to ask or to tell."""
 
     __tablename__ = "sweeps"
 
@@ -168,6 +171,7 @@ class Sweep(Base):
     spec: Mapped[dict[str, Any]]
     cells: Mapped[list[dict[str, Any]]] = mapped_column(JSONType)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    search_open: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     owner: Mapped[User] = relationship()

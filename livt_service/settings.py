@@ -111,6 +111,12 @@ class Settings(BaseSettings):
     bootstrap_token: str | None = Field(
         None, description="if set, an admin token with this value exists once the API starts"
     )
+    sweep_advance_seconds: float = Field(
+        5.0,
+        ge=0,
+        description="how often the API tells adaptive sweeps their finished trials and asks "
+        "the next ones (0: only reads of a sweep do)",
+    )
     webhook_poll_seconds: float = Field(
         2.0, gt=0, description="how often the API looks for webhook deliveries to make"
     )

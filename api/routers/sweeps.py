@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Path, Query, status
+from fastapi import APIRouter, Path, Query, Request, status
 from fastapi.responses import PlainTextResponse
 
 from api.deps import CurrentUser, EnqueueDep, SessionDep, SettingsDep
@@ -95,6 +95,7 @@ def list_sweeps(
 @router.get("/{sweep_id}", response_model=SweepPublic, responses=_NOT_FOUND)
 def get_sweep(
     *,
+    request: Request,
     sweep_id: SweepId,
     session: SessionDep,
     settings: SettingsDep,
@@ -103,9 +104,15 @@ def get_sweep(
 ) -> SweepPublic:
     """The sweep's status, its jobs and the table: one row per grid point with ``n`` (seeds
     finished with a result) and mean / std of overall, many, medium, few, top5 and ece. Reading
-    an adaptive sweep tells its search the finished trials and asks the next ones."""
+    an adaptive sweep tells its search the finished trials and asks the next ones (the API also
+    does so every few seconds without a read)."""
     sweep = service.get_sweep(session, user, sweep_id)
-    return _public(service.refresh(session, settings, user, sweep, enqueue))
+    if not sweep_search.search_open(sweep):
+        return _public(sweep)
+    # advancing writes: in a transaction of its own, not on this read's autocommit session
+    with request.app.state.sessionmaker() as write:
+        sweep = service.get_sweep(write, user, sweep_id)
+        return _public(service.refresh(write, settings, sweep, enqueue))
 
 
 @router.get(

@@ -2,11 +2,20 @@
 
 The study lives in the service's own database through Optuna's ``RDBStorage`` (its tables beside
 the service's, named by the sweep id). Creating the sweep asks the first ``parallel`` trials, one
-finetune job each; every later read of the sweep (``GET /sweeps/{id}``, which ``livt sweep
---wait`` and the dashboard poll) tells the study the objective of each trial whose job has
-finished and asks the next trials, up to ``trials``. A trial's objective is the weighted sum of
-the validation metrics (``val_overall``, ``val_few``, ...) of its job's best epoch, the epoch whose
-checkpoint the result comes from; a failed or cancelled job is told as a failed trial.
+finetune job each; :func:`advance` tells the study the objective of each trial whose job has
+finished and asks the next trials, up to ``trials``. The sweep advancer of each API process
+(:mod:`api.sweep_advance`) calls it every few seconds for the sweeps that need it, and a read of
+the sweep (``GET /sweeps/{id}``) calls it too. A trial's objective is the weighted sum of the
+validation metrics (``val_overall``, ``val_few``, ...) of its job's best epoch, the epoch whose
+checkpoint the result comes from; a failed or cancelled job (or one deleted before it was told)
+is told as a failed trial.
+
+Advances of one sweep may run at once (reads, API replicas). Asking happens before the write
+transaction (on SQLite, Optuna's own connection could not write while the sweep's holds the
+lock); the sweep row is then locked (``FOR UPDATE``; ``BEGIN IMMEDIATE`` on SQLite) and its cells
+compared with those the advance started from. When another advance changed them first, nothing is
+written, the trials just asked are told as failed and their jobs, never added to the session, are
+neither created nor sent. Within one process, advances of a sweep also take turns on a lock.
 
 Optuna keeps its schema revision in its own ``version_info`` table; the compatibility check,
 which would read the service's ``alembic_version`` as if it were Optuna's, is skipped.
@@ -16,13 +25,16 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
+import threading
+from collections.abc import Mapping
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from api.errors import FieldError, InvalidInputError
+from api.errors import FieldError, InvalidInputError, UnavailableError
 from api.services.jobs import Enqueue, _send
 from api.sweep_schemas import SweepCreate
 from livt_core.contract import TERMINAL_STATUSES
@@ -34,6 +46,9 @@ if TYPE_CHECKING:
     import optuna
 
 logger = logging.getLogger(__name__)
+
+#: Advances of one sweep in one process take turns (striped by sweep id).
+_LOCKS = tuple(threading.Lock() for _ in range(64))
 
 
 @lru_cache(maxsize=8)
@@ -166,6 +181,7 @@ def create_search(
         optuna.delete_study(study_name=sweep.id, storage=storage)
         raise InvalidInputError(_remap(errors, spec["search"]["space"]))
     sweep.cells = cells
+    sweep.search_open = True
     for job in jobs:
         job.sweep_id = sweep.id
     begin_write(session)
@@ -191,37 +207,89 @@ def _objective(session: Session, job: Job, weights: dict[str, float]) -> float |
     values = [metrics.get(k) for k in weights]
     if any(not isinstance(v, int | float) for v in values):
         return None
-    return float(sum(w * float(v) for w, v in zip(weights.values(), values, strict=True)))
+    value = float(sum(w * float(v) for w, v in zip(weights.values(), values, strict=True)))
+    return value if math.isfinite(value) else None
+
+
+def _open(search: Mapping[str, Any] | None, cells: list[dict[str, Any]], cancelled: bool) -> bool:
+    if not search or cancelled:
+        return False
+    return len(cells) < search["trials"] or any(not c.get("told") for c in cells)
+
+
+def search_open(sweep: Sweep) -> bool:
+    """An adaptive sweep, not cancelled, with trials still to ask or finished trials not told."""
+    return _open((sweep.spec or {}).get("search"), sweep.cells, sweep.cancel_requested)
+
+
+def needs_advance(
+    search: Mapping[str, Any], cells: list[dict[str, Any]], statuses: Mapping[str, str]
+) -> bool:
+    """Whether :func:`advance` has something to do for an open search whose jobs have
+    ``statuses`` (job id → status): a trial whose job finished (or is gone) is not told yet, or
+    fewer trials are active than ``parallel`` while trials remain to ask."""
+    untold = [c for c in cells if not c.get("told")]
+    for cell in untold:
+        status = statuses.get(cell["job"])
+        if status is None or status in TERMINAL_STATUSES:
+            return True
+    return len(untold) < search["parallel"] and len(cells) < search["trials"]
+
+
+def _fingerprint(cells: list[dict[str, Any]]) -> list[tuple[str, bool]]:
+    return [(c["job"], bool(c.get("told"))) for c in cells]
+
+
+def _tell(study: optuna.Study, trial: int, value: float | None) -> None:
+    import optuna
+
+    try:
+        if value is None:
+            study.tell(trial, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
+        else:
+            study.tell(trial, value, skip_if_finished=True)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        pass  # a concurrent advance told it between the check and the write
 
 
 def advance(
     session: Session, settings: Settings, user: User, sweep: Sweep, build: Any, enqueue: Enqueue
 ) -> Sweep:
-    """Tells the study about every finished trial and asks the next ones (see the module)."""
-    import optuna
+    """Tells the study about every finished trial and asks the next ones (see the module).
 
-    search = (sweep.spec or {}).get("search")
-    if not search or sweep.cancel_requested:
+    Returns the sweep as it is afterwards (as another advance left it, when that one came
+    first). The new trials' jobs are enqueued after the commit; when the broker is unreachable
+    they are marked failed and :class:`UnavailableError` is raised once all were tried."""
+    if not search_open(sweep):
         return sweep
+    with _LOCKS[hash(sweep.id) % len(_LOCKS)]:
+        # read the sweep as the advance before this one left it
+        if session.in_transaction():
+            session.commit()
+        session.expire(sweep)
+        if not search_open(sweep):
+            return sweep
+        return _advance(session, settings, user, sweep, build, enqueue)
+
+
+def _advance(
+    session: Session, settings: Settings, user: User, sweep: Sweep, build: Any, enqueue: Enqueue
+) -> Sweep:
+    search = sweep.spec["search"]
     by_id = {j.id: j for j in sweep.jobs}
     cells = copy.deepcopy(sweep.cells)
-    known = len(cells)
-    storage = _storage(settings.database_url)
-    study = optuna.load_study(study_name=sweep.id, storage=storage)
+    started_from = _fingerprint(cells)
+    study = _load_study(settings, sweep.id)
     weights = _weights(search["objective"])
     changed = False
     for cell in cells:
-        job = by_id.get(cell["job"])
-        if cell.get("told") or job is None or job.status not in TERMINAL_STATUSES:
+        if cell.get("told"):
             continue
-        value = _objective(session, job, weights) if job.status == "succeeded" else None
-        try:
-            if value is None:
-                study.tell(cell["trial"], state=optuna.trial.TrialState.FAIL)
-            else:
-                study.tell(cell["trial"], value)
-        except ValueError:
-            pass  # told by a concurrent read
+        job = by_id.get(cell["job"]) or session.get(Job, cell["job"])
+        if job is not None and job.status not in TERMINAL_STATUSES:
+            continue
+        value = _objective(session, job, weights) if job and job.status == "succeeded" else None
+        _tell(study, cell["trial"], value)
         cell["told"], cell["value"], changed = True, value, True
     active = sum(1 for c in cells if not c.get("told"))
     need = min(search["parallel"] - active, search["trials"] - len(cells))
@@ -243,20 +311,35 @@ def advance(
         .with_for_update()
         .execution_options(populate_existing=True)
     )
-    if locked is None or len(locked.cells) != known or locked.cancel_requested:
-        session.rollback()  # another read advanced it first: its trials stand
+    if locked is None or locked.cancel_requested or _fingerprint(locked.cells) != started_from:
+        session.rollback()  # another advance (or the cancel) came first: its state stands
         for job in jobs:
-            study.tell(int(_trial_of(cells, job.id)), state=optuna.trial.TrialState.FAIL)
+            _tell(study, _trial_of(cells, job.id), None)
         return sweep
     locked.cells = cells
+    locked.search_open = _open(search, cells, False)
     for job in jobs:
         job.sweep_id = sweep.id
     session.add_all(jobs)
     session.commit()
+    if jobs:
+        logger.info("sweep %s: asked %d trials", sweep.id, len(jobs))
+    unavailable: UnavailableError | None = None
     for job in jobs:
-        _send(session, job, enqueue)
+        try:
+            _send(session, job, enqueue)
+        except UnavailableError as exc:
+            unavailable = unavailable or exc
     session.refresh(locked)
+    if unavailable is not None:
+        raise unavailable
     return locked
+
+
+def _load_study(settings: Settings, sweep_id: str) -> optuna.Study:
+    import optuna
+
+    return optuna.load_study(study_name=sweep_id, storage=_storage(settings.database_url))
 
 
 def _trial_of(cells: list[dict[str, Any]], job_id: str) -> int:

@@ -4,8 +4,9 @@ Every child is validated exactly as ``POST /jobs`` (or ``POST /pipelines``) woul
 all of them before any is created: a grid value that some child cannot take is a 422 at
 ``["body", "grid", <field>, <index>]``, a problem of the base at ``["body", "base", ...]``.
 A sweep's status derives from its jobs' statuses (``livt_service.state`` changes those): it is
-``running`` while any job is not finished, then ``succeeded`` when all succeeded, ``failed``
-when any failed (unless the sweep was cancelled), ``cancelled`` otherwise.
+``running`` while any job is not finished (or, for an adaptive sweep, while trials are still to
+be asked or told), then ``succeeded`` when all succeeded, ``failed`` when any failed (unless the
+sweep was cancelled), ``cancelled`` otherwise.
 """
 
 from __future__ import annotations
@@ -505,22 +506,25 @@ def _trial_builder(
     return build
 
 
-def refresh(
-    session: Session, settings: Settings, user: User, sweep: Sweep, enqueue: Enqueue
-) -> Sweep:
-    """An adaptive sweep tells its finished trials and asks the next ones; others as they are."""
-    if not (sweep.spec or {}).get("search"):
+def refresh(session: Session, settings: Settings, sweep: Sweep, enqueue: Enqueue) -> Sweep:
+    """An open adaptive sweep tells its finished trials and asks the next ones, whose jobs
+    belong to the sweep's owner; others as they are. ``session`` must write in transactions
+    (not the autocommit read session): the sweep row's lock must hold until the commit."""
+    if not sweep_search.search_open(sweep):
         return sweep
-    build = _trial_builder(session, settings, user, sweep.spec["base"], sweep.name)
-    return sweep_search.advance(session, settings, user, sweep, build, enqueue)
+    owner = sweep.owner
+    build = _trial_builder(session, settings, owner, sweep.spec["base"], sweep.name)
+    return sweep_search.advance(session, settings, owner, sweep, build, enqueue)
 
 
 # --------------------------------------------------------------------------------------------
 # reads and cancel
 
 
-def get_sweep(session: Session, user: User, sweep_id: str) -> Sweep:
+def get_sweep(session: Session, user: User, sweep_id: str, *, for_update: bool = False) -> Sweep:
     query = select(Sweep).where(Sweep.id == sweep_id)
+    if for_update:
+        query = query.with_for_update()
     if not user.is_admin:
         query = query.where(Sweep.owner_id == user.id)
     sweep = session.scalar(query)
@@ -537,9 +541,10 @@ def list_sweeps(session: Session, user: User, limit: int = 50) -> list[Sweep]:
 
 
 def sweep_status(sweep: Sweep) -> str:
-    """``running`` until every job is finished; then succeeded / failed / cancelled."""
+    """``running`` until every job is finished and an adaptive sweep has asked and told all its
+    trials (or was cancelled); then succeeded / failed / cancelled."""
     statuses = [j.status for j in sweep.jobs]
-    if any(s not in TERMINAL_STATUSES for s in statuses):
+    if any(s not in TERMINAL_STATUSES for s in statuses) or sweep_search.search_open(sweep):
         return "running"
     if statuses and all(s == "succeeded" for s in statuses):
         return "succeeded"
@@ -550,9 +555,12 @@ def sweep_status(sweep: Sweep) -> str:
 
 def cancel_sweep(session: Session, user: User, sweep_id: str) -> Sweep:
     """Cancels every job of the sweep that is not finished (queued ones at once, running ones
-    once they stop); 409 when every job is already finished."""
+    once they stop) and stops an adaptive sweep asking trials; 409 when every job is already
+    finished and no trial is left to ask."""
     begin_write(session)
-    sweep = get_sweep(session, user, sweep_id)
+    # the sweep row first: an advance holding it commits its new trials' jobs before these
+    # are read, and one coming after sees cancel_requested
+    sweep = get_sweep(session, user, sweep_id, for_update=True)
     jobs = list(
         session.scalars(
             select(Job).where(Job.sweep_id == sweep.id).order_by(Job.id).with_for_update()
@@ -569,13 +577,15 @@ def cancel_sweep(session: Session, user: User, sweep_id: str) -> Sweep:
         except state.TransitionError:
             continue
         cancelled += 1
-    if not cancelled and not any(j.status == "cancelling" for j in jobs):
+    searching = sweep_search.search_open(sweep)
+    if not cancelled and not searching and not any(j.status == "cancelling" for j in jobs):
         session.rollback()
         raise ConflictError(
             f"sweep {sweep_id} is {sweep_status(sweep)}: every job is finished; there is "
             "nothing to cancel"
         )
     sweep.cancel_requested = True
+    sweep.search_open = False
     session.commit()
     session.refresh(sweep)
     logger.info("sweep %s: %d jobs cancelled by %s", sweep.id, cancelled, user.name)

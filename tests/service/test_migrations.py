@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
@@ -19,7 +20,7 @@ from livt_service.db import (
     migrations_dir,
     upgrade_database,
 )
-from livt_service.models import Base, Job, MetricPoint, User, new_id
+from livt_service.models import Base, Job, MetricPoint, Sweep, User, new_id
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -254,5 +255,58 @@ def test_result_columns_migration_copies_the_accuracies_of_stored_results(empty_
             ("j_none", None, None, None, None),
             ("j_pretrain", None, None, None, None),
         ]
+    finally:
+        engine.dispose()
+
+
+def test_search_open_migration_marks_the_adaptive_sweeps_with_trials_left(empty_url):
+    upgrade_database(empty_url, "0011")
+    now = datetime.now(UTC)
+    search = {"space": {"tau": {"low": 0, "high": 2}}, "trials": 2, "parallel": 1}
+    told = {"params": {}, "seed": 0, "job": "j", "trial": 0, "told": True, "value": 1.0}
+    sweeps = {
+        "s_grid": ({"grid": {"loss": ["ce"]}}, [{"params": {}, "seed": 0, "job": "j"}], False),
+        "s_asking": ({"search": search}, [told], False),
+        "s_telling": ({"search": search}, [told, {**told, "told": False}], False),
+        "s_done": ({"search": search}, [told, told], False),
+        "s_cancelled": ({"search": search}, [told], True),
+    }
+    table = sa.table(
+        "sweeps",
+        sa.column("id"),
+        sa.column("owner_id"),
+        sa.column("spec", sa.JSON),
+        sa.column("cells", sa.JSON),
+        sa.column("cancel_requested"),
+        sa.column("created_at"),
+    )
+    engine = create_engine(empty_url)
+    try:
+        with Session(engine) as session:
+            session.execute(
+                insert(User).values(id=1, name="legacy", is_admin=False, created_at=now)
+            )
+            for sweep_id, (spec, cells, cancelled) in sweeps.items():
+                session.execute(
+                    table.insert().values(
+                        id=sweep_id,
+                        owner_id=1,
+                        spec=spec,
+                        cells=cells,
+                        cancel_requested=cancelled,
+                        created_at=now,
+                    )
+                )
+            session.commit()
+        upgrade_database(empty_url, "0012")
+        with Session(engine) as session:
+            rows = session.execute(select(Sweep.id, Sweep.search_open).order_by(Sweep.id)).all()
+        assert {r[0]: r[1] for r in rows} == {
+            "s_asking": True,
+            "s_cancelled": False,
+            "s_done": False,
+            "s_grid": False,
+            "s_telling": True,
+        }
     finally:
         engine.dispose()
