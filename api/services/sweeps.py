@@ -153,8 +153,7 @@ def _check_request(
             errors.append(
                 FieldError(
                     ("body", "grid", key),
-                    f"cannot be varied by a sweep ({FIXED_KEYS[root]}); remove it from grid"
-                    + hint,
+                    f"cannot be varied by a sweep ({FIXED_KEYS[root]}); remove it from grid" + hint,
                     "grid_fixed_key",
                 )
             )

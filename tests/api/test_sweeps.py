@@ -106,7 +106,7 @@ def test_pipeline_base_grid_over_init_compares_mgp_with_random_weights(client, u
     assert len(jobs) == 2 + 2 * 4 * 2
     pretrains = {j["id"] for j in jobs.values() if j["kind"] == "pretrain"}
     finetunes = [j for j in jobs.values() if j["kind"] == "finetune"]
-    scratch = [j for j in finetunes if "init=\"scratch\"" in j["name"]]
+    scratch = [j for j in finetunes if 'init="scratch"' in j["name"]]
     assert len(scratch) == 4
     # from random weights: no init, no wait for the pretrain, enqueued at once
     assert all(j["init_job_id"] is None and j["depends_on"] is None for j in scratch)
