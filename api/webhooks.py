@@ -7,10 +7,11 @@ dispatcher (a thread of each API process) repeatedly
 1. *plans*: for every terminal job attempt a webhook covers and that has no delivery yet, it
    inserts one ``webhook_deliveries`` row (unique per webhook, job and attempt, so API replicas
    and restarts never send twice) holding the payload;
-2. *sends* the deliveries that are due: claims each by moving its ``next_attempt_at`` past a
-   lease, POSTs it, and records the answer. A 2xx answer makes it ``delivered``; anything else
-   (refused connection, timeout, 5xx, 4xx) schedules a retry after ``webhook_backoff_seconds *
-   2**(attempts-1)`` (capped at an hour) until ``webhook_max_attempts``, then ``failed``.
+2. *sends* the deliveries that are due: claims each that is still due by moving its
+   ``next_attempt_at`` past a lease, POSTs it, and records the answer. A 2xx answer makes it
+   ``delivered``; anything else (refused connection, timeout, 5xx, 4xx) schedules a retry after
+   ``webhook_backoff_seconds * 2**(attempts-1)`` (capped at an hour) until
+   ``webhook_max_attempts``, then ``failed``.
 
 A per-user webhook is also called once when one of the owner's sweeps ends (every job of it
 finished and, for an adaptive sweep, no trial left to ask): planning inserts one delivery per
@@ -39,6 +40,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
@@ -50,6 +52,7 @@ from sqlalchemy.orm import Session
 
 from api.errors import InvalidInputError, NotFoundError
 from api.services.sweeps import sweep_status, sweep_table
+from livt_service.db import begin_write
 from livt_service.models import (
     TERMINAL_STATUSES,
     Job,
@@ -67,6 +70,9 @@ logger = logging.getLogger(__name__)
 MAX_BACKOFF_SECONDS = 3600.0
 #: Deliveries planned / sent per dispatcher round.
 BATCH = 50
+#: Tries at storing the answer of a POST, and the wait before the second (then twice that).
+RECORD_TRIES = 3
+RECORD_RETRY_SECONDS = 0.5
 
 
 # --------------------------------------------------------------------------- signing, payload
@@ -243,7 +249,12 @@ def deliveries(session: Session, user: User, webhook_id: str, limit: int) -> lis
 
 def plan(session: Session) -> int:
     """Inserts a delivery for each terminal job attempt a webhook covers and for each ended
-    sweep a per-user webhook covers; returns how many."""
+    sweep a per-user webhook covers; returns how many.
+
+    Each step first looks for candidates in a plain read, so a round with nothing to plan takes
+    no lock; when there are some it opens a write transaction (:func:`begin_write`), reads the
+    rows again and inserts. The unique keys of ``webhook_deliveries`` keep what another API
+    process planned meanwhile from being planned twice."""
     return _plan_jobs(session) + _plan_sweeps(session)
 
 
@@ -281,10 +292,20 @@ def _plan_sweeps(session: Session) -> int:
         )
         .order_by(Sweep.created_at, Sweep.id)
     ).all()
-    planned = 0
+    ended: list[tuple[str, str]] = []
     for webhook_id, sweep_id in candidates:
-        if planned >= BATCH:
+        if len(ended) >= BATCH:
             break
+        sweep = session.get(Sweep, sweep_id)
+        if sweep is not None and sweep_ended(sweep):
+            ended.append((webhook_id, sweep_id))
+    if not ended:
+        session.commit()
+        return 0
+    begin_write(session)
+    session.expire_all()  # what the write transaction reads, not the plain read above
+    planned = 0
+    for webhook_id, sweep_id in ended:
         sweep = session.get(Sweep, sweep_id)
         if sweep is None or not sweep_ended(sweep):
             continue
@@ -308,8 +329,8 @@ def _plan_jobs(session: Session) -> int:
         WebhookDelivery.job_id == Job.id,
         WebhookDelivery.job_attempt == Job.attempt,
     )
-    rows = session.execute(
-        select(Webhook.id, Job)
+    candidates = session.execute(
+        select(Webhook.id, Job.id, Job.attempt)
         .join(Job, covers)
         .outerjoin(WebhookDelivery, done)
         .where(
@@ -320,8 +341,23 @@ def _plan_jobs(session: Session) -> int:
         )
         .limit(BATCH)
     ).all()
+    if not candidates:
+        session.commit()
+        return 0
+    begin_write(session)
+    jobs = {
+        job.id: job
+        for job in session.scalars(
+            select(Job)
+            .where(Job.id.in_({job_id for _, job_id, _ in candidates}))
+            .execution_options(populate_existing=True)
+        )
+    }
     planned = 0
-    for webhook_id, job in rows:
+    for webhook_id, job_id, attempt in candidates:
+        job = jobs.get(job_id)
+        if job is None or job.attempt != attempt or job.status not in TERMINAL_STATUSES:
+            continue  # retried (or deleted) since the read: planned from its new state later
         delivery = WebhookDelivery(
             webhook_id=webhook_id,
             job_id=job.id,
@@ -338,8 +374,28 @@ def backoff(attempts: int, base: float) -> float:
     return min(MAX_BACKOFF_SECONDS, base * 2 ** max(0, attempts - 1))
 
 
+@dataclass(frozen=True)
+class _Claim:
+    """What a dispatcher took from a delivery it claimed, until its ``lease_until``."""
+
+    delivery_id: int
+    lease_until: datetime
+    url: str
+    secret: str
+    event: str
+    body: dict[str, Any]
+    attempts: int
+
+
 class Dispatcher:
-    """Plans and sends deliveries every ``poll_seconds`` in a daemon thread."""
+    """Plans and sends deliveries every ``poll_seconds`` in a daemon thread.
+
+    Several dispatchers may run on one database (API replicas): a delivery is sent by the one
+    that claims it, and every write that depends on what it read runs in a write transaction
+    (:func:`livt_service.db.begin_write`), so on SQLite it waits for the lock instead of failing
+    with "database is locked" when API requests wrote since the read. A round that fails on the
+    database is logged and the next round tries again; a claim it left expires after its lease.
+    """
 
     def __init__(
         self,
@@ -362,6 +418,9 @@ class Dispatcher:
         )
 
     def start(self) -> None:
+        """Starts the thread (not when ``poll_seconds`` is 0: this process sends nothing)."""
+        if self.poll_seconds <= 0:
+            return
         self._thread = threading.Thread(target=self._loop, name="livt-webhooks", daemon=True)
         self._thread.start()
 
@@ -375,7 +434,7 @@ class Dispatcher:
         while not self._stop.is_set():
             try:
                 self.run_once()
-            except SQLAlchemyError as exc:  # database away: try again next round
+            except SQLAlchemyError as exc:  # database away or busy: try again next round
                 logger.warning("webhook dispatcher: %s", exc)
             except Exception:
                 logger.exception("webhook dispatcher round failed")
@@ -406,17 +465,24 @@ class Dispatcher:
                 )
             )
 
-    def _send(self, delivery_id: int) -> int:
-        lease = timedelta(seconds=self.timeout_seconds + 30)
+    def _claim(self, delivery_id: int) -> _Claim | None:
+        """Moves the delivery's ``next_attempt_at`` past a lease if it is still due; None when
+        it is not (sent, or claimed by another dispatcher, since :meth:`_due` read it)."""
+        lease_until = utcnow() + timedelta(seconds=self.timeout_seconds + 30)
         with self.session_factory() as session:
+            begin_write(session)
             row = session.execute(
                 select(WebhookDelivery, Webhook)
                 .join(Webhook, Webhook.id == WebhookDelivery.webhook_id)
                 .where(WebhookDelivery.id == delivery_id)
             ).one_or_none()
             if row is None:
-                return 0
+                return None
             delivery, hook = row
+            if delivery.status != "pending" or delivery.next_attempt_at > utcnow():
+                return None
+            # compare-and-set: on PostgreSQL two replicas may read the same row; only the
+            # first UPDATE still matches it
             claimed = session.execute(
                 update(WebhookDelivery)
                 .where(
@@ -424,34 +490,46 @@ class Dispatcher:
                     WebhookDelivery.status == "pending",
                     WebhookDelivery.next_attempt_at == delivery.next_attempt_at,
                 )
-                .values(next_attempt_at=utcnow() + lease)
+                .values(next_attempt_at=lease_until)
             ).rowcount
             session.commit()
-            if not claimed:  # another process took it
-                return 0
-            url, secret, body_obj = hook.url, hook.secret, delivery.payload
-            event, attempts = delivery.event, delivery.attempts
+            if not claimed:
+                return None
+            return _Claim(
+                delivery_id=delivery_id,
+                lease_until=lease_until,
+                url=hook.url,
+                secret=hook.secret,
+                event=delivery.event,
+                body=delivery.payload,
+                attempts=delivery.attempts,
+            )
+
+    def _send(self, delivery_id: int) -> int:
+        claim = self._claim(delivery_id)
+        if claim is None:
+            return 0
         body = json.dumps(
-            {**body_obj, "delivery": delivery_id}, sort_keys=True, separators=(",", ":")
+            {**claim.body, "delivery": delivery_id}, sort_keys=True, separators=(",", ":")
         ).encode()
         timestamp = str(int(time.time()))
         headers = {
             "Content-Type": "application/json",
-            "X-Livt-Event": event,
+            "X-Livt-Event": claim.event,
             "X-Livt-Delivery": str(delivery_id),
             "X-Livt-Timestamp": timestamp,
-            "X-Livt-Signature": signature(secret, timestamp, body),
+            "X-Livt-Signature": signature(claim.secret, timestamp, body),
         }
         code: int | None = None
         error: str | None = None
         try:
-            response = self._http.post(url, content=body, headers=headers)
+            response = self._http.post(claim.url, content=body, headers=headers)
             code = response.status_code
             if not response.is_success:
                 error = f"HTTP {code}: {response.text[:200]}"
         except httpx.HTTPError as exc:
             error = f"{type(exc).__name__}: {exc}"[:500]
-        attempts += 1
+        attempts = claim.attempts + 1
         now = utcnow()
         values: dict[str, Any] = {"attempts": attempts, "last_status_code": code}
         if error is None:
@@ -461,11 +539,44 @@ class Dispatcher:
         else:
             wait = backoff(attempts, self.backoff_seconds)
             values.update(last_error=error, next_attempt_at=now + timedelta(seconds=wait))
-        with self.session_factory() as session:
-            session.execute(
-                update(WebhookDelivery).where(WebhookDelivery.id == delivery_id).values(**values)
-            )
-            session.commit()
+        self._record(claim, values)
         if error is not None:
             logger.info("webhook delivery %d attempt %d: %s", delivery_id, attempts, error)
         return 1
+
+    def _record(self, claim: _Claim, values: dict[str, Any]) -> None:
+        """Stores the answer of a POST, retrying a failed write (a connection that died, a
+        database that restarts) :data:`RECORD_TRIES` times: the receiver has the POST, and an
+        answer that is not stored makes it a repeat once the claim's lease ends. Written only
+        while the claim holds."""
+        for attempt in range(1, RECORD_TRIES + 1):
+            try:
+                with self.session_factory() as session:
+                    begin_write(session)
+                    stored = session.execute(
+                        update(WebhookDelivery)
+                        .where(
+                            WebhookDelivery.id == claim.delivery_id,
+                            WebhookDelivery.status == "pending",
+                            WebhookDelivery.next_attempt_at == claim.lease_until,
+                        )
+                        .values(**values)
+                    ).rowcount
+                    session.commit()
+            except SQLAlchemyError as exc:
+                if attempt == RECORD_TRIES:
+                    raise
+                logger.warning(
+                    "webhook delivery %d: storing the answer failed (%s), trying again",
+                    claim.delivery_id,
+                    exc,
+                )
+                time.sleep(RECORD_RETRY_SECONDS * attempt)
+                continue
+            if not stored:
+                logger.warning(
+                    "webhook delivery %d: claimed again after its lease ran out (or deleted) "
+                    "before its answer was stored; the answer is dropped",
+                    claim.delivery_id,
+                )
+            return

@@ -118,7 +118,10 @@ class Settings(BaseSettings):
         "the next ones (0: only reads of a sweep do)",
     )
     webhook_poll_seconds: float = Field(
-        2.0, gt=0, description="how often the API looks for webhook deliveries to make"
+        2.0,
+        ge=0,
+        description="how often the API looks for webhook deliveries to make (0: this API "
+        "process sends none, another one must)",
     )
     webhook_max_attempts: int = Field(
         6, ge=1, le=30, description="tries of one webhook delivery before it is marked failed"

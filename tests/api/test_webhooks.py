@@ -17,10 +17,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import update
+from sqlalchemy import select, update
+from sqlalchemy.orm import sessionmaker
 
 from api.webhooks import Dispatcher, signature
-from livt_service.models import Job
+from livt_service.models import Job, WebhookDelivery
+from livt_service.settings import Settings, get_settings
 
 
 class Receiver:
@@ -56,6 +58,15 @@ class Receiver:
 
 
 @pytest.fixture
+def settings(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """The suite's settings with the app's dispatcher thread off (``LIVT_WEBHOOK_POLL_SECONDS=0``):
+    these tests drive dispatchers of their own, whose deliveries the app's would take."""
+    monkeypatch.setenv("LIVT_WEBHOOK_POLL_SECONDS", "0")
+    get_settings.cache_clear()
+    return get_settings()
+
+
+@pytest.fixture
 def receiver() -> Iterator[Receiver]:
     r = Receiver([200])
     yield r
@@ -72,8 +83,6 @@ def down_url() -> str:
 
 
 def dispatcher(settings, max_attempts: int = 6, backoff: float = 0.05) -> Dispatcher:
-    from sqlalchemy.orm import sessionmaker
-
     from livt_service.db import get_engine
 
     factory = sessionmaker(bind=get_engine(settings.database_url), expire_on_commit=False)
@@ -172,26 +181,33 @@ def test_a_receiver_that_is_down_is_retried_with_backoff_then_failed(
 ):
     hook = create(client, user, down_url)
     finished(make_job, status="failed", failure_reason="non_finite_loss", failure_message="nan")
-    sender = dispatcher(settings, max_attempts=3, backoff=0.2)
-    waits = []
+    # a backoff far longer than a round on a loaded machine: "not due yet" holds for sure; the
+    # wait is then made to pass by moving the delivery's due time to now
+    sender = dispatcher(settings, max_attempts=3, backoff=30.0)
     try:
         for attempt in (1, 2, 3):
             before = datetime.now(UTC)
             assert sender.run_once() == 1
+            after = datetime.now(UTC)
             (entry,) = log(client, user, hook["id"])
             assert entry["attempts"] == attempt and entry["last_status_code"] is None
             assert "ConnectError" in entry["last_error"]
             if attempt < 3:
                 assert entry["status"] == "pending"
                 due = datetime.fromisoformat(entry["next_attempt_at"])
-                waits.append((due - before).total_seconds())
+                wait = timedelta(seconds=30.0 * 2 ** (attempt - 1))  # 30 s, then 60 s
+                assert before + wait <= due <= after + wait  # stamped during the round
                 assert sender.run_once() == 0  # not due yet
-                time.sleep(max(0.0, (due - datetime.now(UTC)).total_seconds()) + 0.05)
+                with db() as session:
+                    session.execute(
+                        update(WebhookDelivery)
+                        .where(WebhookDelivery.id == entry["id"])
+                        .values(next_attempt_at=datetime.now(UTC))
+                    )
         assert entry["status"] == "failed" and entry["next_attempt_at"] is None
         assert sender.run_once() == 0
     finally:
         sender.stop()
-    assert 0.15 < waits[0] < 0.6 and 0.35 < waits[1] < 1.0  # 0.2 s, then 0.4 s
     assert entry["payload"]["failure"] == {"reason": "non_finite_loss", "message": "nan"}
 
 
@@ -269,6 +285,113 @@ def test_the_app_dispatches_in_the_background(settings, monkeypatch, user, make_
         while log(client, user, hook["id"])[0]["status"] != "delivered":
             assert time.monotonic() < deadline
             time.sleep(0.05)
+
+
+def test_a_poll_interval_of_0_starts_no_dispatcher_thread(settings):
+    from api.main import create_app
+
+    def threads(poll_seconds: float) -> set[str]:
+        app = create_app(settings.model_copy(update={"webhook_poll_seconds": poll_seconds}))
+        with TestClient(app):
+            return {thread.name for thread in threading.enumerate()}
+
+    assert "livt-webhooks" not in threads(0)
+    assert "livt-webhooks" in threads(30)
+
+
+def test_two_dispatchers_at_once_post_each_delivery_exactly_once(
+    client, user, make_job, settings, receiver, db
+):
+    """Two API replicas, each a dispatcher on an engine of its own, while jobs and a sweep end
+    and requests keep writing: every (webhook, job attempt) and (webhook, sweep) is posted
+    exactly once, and no round fails (SQLite: no "database is locked")."""
+    from livt_service.db import create_db_engine
+    from tests.api.test_sweeps import _finetune_base, _finish, _result
+
+    earlier = datetime.now(UTC) - timedelta(minutes=1)
+    pretrain = make_job(kind="pretrain", status="succeeded", finished_at=earlier)
+    body = {"name": "tau", "base": _finetune_base(pretrain.id), "grid": {"tau": [0.5, 1.0]}}
+    body["seeds"] = [0, 1]
+    response = client.post("/sweeps", json=body, headers=user.headers)
+    assert response.status_code == 201, response.text
+    sweep = response.json()
+    cells = [c["job"] for row in sweep["table"] for c in row["cells"]]
+    every = create(client, user, receiver.url)
+    one = create(client, user, receiver.url + "?one", job_id=cells[0])
+    busy = make_job(kind="finetune", status="running")
+
+    engines = [create_db_engine(settings.database_url) for _ in range(2)]
+    senders = [
+        Dispatcher(
+            sessionmaker(bind=engine, expire_on_commit=False),
+            poll_seconds=0.01,
+            max_attempts=6,
+            backoff_seconds=0.05,
+            timeout_seconds=3,
+        )
+        for engine in engines
+    ]
+    stop = threading.Event()
+    errors: list[BaseException] = []
+    sent = [0, 0]
+    rounds = [0, 0]
+
+    def replica(i: int) -> None:
+        while not stop.is_set():
+            try:
+                sent[i] += senders[i].run_once()
+            except Exception as exc:
+                errors.append(exc)
+                return
+            rounds[i] += 1
+
+    def requests_write() -> None:  # short write transactions, as API requests make them
+        while not stop.is_set():
+            with db() as session:
+                session.execute(
+                    update(Job).where(Job.id == busy.id).values(updated_at=datetime.now(UTC))
+                )
+            time.sleep(0.002)
+
+    def delivered() -> list[WebhookDelivery]:
+        with db() as session:
+            return list(session.scalars(select(WebhookDelivery)))
+
+    workers = [threading.Thread(target=replica, args=(i,)) for i in range(2)]
+    workers.append(threading.Thread(target=requests_write))
+    for worker in workers:
+        worker.start()
+    try:
+        own = [finished(make_job).id for _ in range(4)]
+        for job_id, overall in zip(cells, (70.0, 74.0, 60.0, 65.0), strict=True):
+            _finish(job_id, _result(overall, overall - 20))
+        expected = {(every["id"], job_id, 1, None) for job_id in own + cells}
+        expected |= {(one["id"], cells[0], 1, None), (every["id"], None, None, sweep["id"])}
+        deadline = time.monotonic() + 60
+        while not errors and time.monotonic() < deadline:
+            rows = delivered()
+            if len(rows) == len(expected) and all(r.status == "delivered" for r in rows):
+                break
+            time.sleep(0.05)
+        settled = list(rounds)  # two more rounds each: nothing is sent again
+        while not errors and min(r - s for r, s in zip(rounds, settled, strict=True)) < 2:
+            assert time.monotonic() < deadline + 30, "a dispatcher stopped making rounds"
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        for worker in workers:
+            worker.join(timeout=30)
+        for sender in senders:
+            sender.stop()
+        for engine in engines:
+            engine.dispose()
+    assert errors == []
+    rows = delivered()
+    assert {(r.webhook_id, r.job_id, r.job_attempt, r.sweep_id) for r in rows} == expected
+    assert all((r.status, r.attempts) == ("delivered", 1) for r in rows)
+    posted = sorted(int(headers["X-Livt-Delivery"]) for headers, _ in receiver.requests)
+    assert posted == sorted(r.id for r in rows)  # each delivery once, none twice
+    assert sum(sent) == len(rows)
 
 
 def test_a_retried_job_is_delivered_again_for_its_new_attempt(
