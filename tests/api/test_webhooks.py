@@ -299,14 +299,10 @@ def test_a_poll_interval_of_0_starts_no_dispatcher_thread(settings):
     assert "livt-webhooks" in threads(30)
 
 
-def test_two_dispatchers_at_once_post_each_delivery_exactly_once(
-    client, user, make_job, settings, receiver, db
-):
-    """Two API replicas, each a dispatcher on an engine of its own, while jobs and a sweep end
-    and requests keep writing: every (webhook, job attempt) and (webhook, sweep) is posted
-    exactly once, and no round fails (SQLite: no "database is locked")."""
-    from livt_service.db import create_db_engine
-    from tests.api.test_sweeps import _finetune_base, _finish, _result
+def _sweep_with_webhooks(client, user, make_job, receiver):
+    """A 2 × 2 grid sweep of queued fine-tunes with a per-user webhook and a webhook on its
+    first cell's job: ``(sweep, cells, every, one)``."""
+    from tests.api.test_sweeps import _finetune_base
 
     earlier = datetime.now(UTC) - timedelta(minutes=1)
     pretrain = make_job(kind="pretrain", status="succeeded", finished_at=earlier)
@@ -315,9 +311,23 @@ def test_two_dispatchers_at_once_post_each_delivery_exactly_once(
     response = client.post("/sweeps", json=body, headers=user.headers)
     assert response.status_code == 201, response.text
     sweep = response.json()
-    cells = [c["job"] for row in sweep["table"] for c in row["cells"]]
+    cells = [c for row in sweep["table"] for c in row["cells"]]
     every = create(client, user, receiver.url)
-    one = create(client, user, receiver.url + "?one", job_id=cells[0])
+    one = create(client, user, receiver.url + "?one", job_id=cells[0]["job"])
+    return sweep, cells, every, one
+
+
+def test_two_dispatchers_at_once_post_each_delivery_exactly_once(
+    client, user, make_job, settings, receiver, db
+):
+    """Two API replicas, each a dispatcher on an engine of its own, while jobs and a sweep end
+    and requests keep writing: every (webhook, job attempt) and (webhook, sweep) is posted
+    exactly once, and no round fails (SQLite: no "database is locked")."""
+    from livt_service.db import create_db_engine
+    from tests.api.test_sweeps import _finish, _result
+
+    sweep, cells, every, one = _sweep_with_webhooks(client, user, make_job, receiver)
+    cells = [c["job"] for c in cells]
     busy = make_job(kind="finetune", status="running")
 
     engines = [create_db_engine(settings.database_url) for _ in range(2)]
@@ -422,18 +432,9 @@ def test_a_sweep_end_is_posted_once_to_the_owners_per_user_webhooks(
 
     from api.webhooks import plan
     from livt_service.models import WebhookDelivery
-    from tests.api.test_sweeps import _finetune_base, _finish, _result
+    from tests.api.test_sweeps import _finish, _result
 
-    earlier = datetime.now(UTC) - timedelta(minutes=1)
-    pretrain = make_job(kind="pretrain", status="succeeded", finished_at=earlier)
-    body = {"name": "tau", "base": _finetune_base(pretrain.id), "grid": {"tau": [0.5, 1.0]}}
-    body["seeds"] = [0, 1]
-    response = client.post("/sweeps", json=body, headers=user.headers)
-    assert response.status_code == 201, response.text
-    sweep = response.json()
-    cells = [c for row in sweep["table"] for c in row["cells"]]
-    every = create(client, user, receiver.url)
-    one = create(client, user, receiver.url + "?one", job_id=cells[0]["job"])
+    sweep, cells, every, one = _sweep_with_webhooks(client, user, make_job, receiver)
     other_user = make_user("bob")
     theirs = create(client, other_user, receiver.url + "?bob")
     sender = dispatcher(settings)
