@@ -91,8 +91,11 @@ def _watch(engine: Engine, trips: RoundTrips) -> list[tuple[Any, str, Any]]:
 @pytest.fixture(autouse=True)
 def reuse_live_workers(settings) -> None:
     """As the API runs by default: the live workers of pending reasons are reused for a while
-    (the test suite reads them on every request)."""
+    (the test suite reads them on every request). The app's background pollers (webhook
+    deliveries, adaptive sweeps) are off: their statements are not a request's."""
     settings.pending_workers_ttl_seconds = 60.0
+    settings.webhook_poll_seconds = 0
+    settings.sweep_advance_seconds = 0
 
 
 @pytest.fixture
