@@ -18,7 +18,6 @@ the poll interval up to :data:`MAX_WAIT_SECONDS`. Errors are logged and never st
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from api.errors import UnavailableError
+from api.poller import Poller
 from api.services import sweep_search
 from api.services.jobs import Enqueue
 from api.services.sweeps import refresh
@@ -49,8 +49,11 @@ class _Wait:
     error: bool  # an error waits even when the sweep changed since
 
 
-class SweepAdvancer:
-    """Advances the adaptive sweeps that need it every ``poll_seconds`` in a daemon thread."""
+class SweepAdvancer(Poller):
+    """Advances the adaptive sweeps that need it every ``poll_seconds`` in a daemon thread
+    (none when ``poll_seconds`` is 0: only reads advance sweeps)."""
+
+    name = "livt-sweeps"
 
     def __init__(
         self,
@@ -60,35 +63,11 @@ class SweepAdvancer:
         *,
         poll_seconds: float,
     ) -> None:
+        super().__init__(poll_seconds=poll_seconds)
         self.session_factory = session_factory
         self.settings = settings
         self.enqueue = enqueue
-        self.poll_seconds = poll_seconds
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._waits: dict[str, _Wait] = {}
-
-    def start(self) -> None:
-        """Starts the thread (not when ``poll_seconds`` is 0: only reads advance sweeps)."""
-        if self.poll_seconds <= 0:
-            return
-        self._thread = threading.Thread(target=self._loop, name="livt-sweeps", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.run_once()
-            except SQLAlchemyError as exc:  # database away: try again next round
-                logger.warning("sweep advancer: %s", exc)
-            except Exception:
-                logger.exception("sweep advancer round failed")
-            self._stop.wait(self.poll_seconds)
 
     def run_once(self) -> int:
         """One round; returns the number of sweeps that told or asked a trial."""
@@ -97,7 +76,7 @@ class SweepAdvancer:
         now = time.monotonic()
         advanced = 0
         for sweep_id, state in due.items():
-            if self._stop.is_set():
+            if self.stopping:
                 break
             wait = self._waits.get(sweep_id)
             if wait is not None and now < wait.until and (wait.error or wait.state == state):

@@ -37,7 +37,6 @@ import hmac
 import json
 import logging
 import secrets
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -51,6 +50,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from api.errors import InvalidInputError, NotFoundError
+from api.poller import Poller
 from api.services.sweeps import sweep_status, sweep_table
 from livt_service.db import begin_write
 from livt_service.models import (
@@ -387,7 +387,7 @@ class _Claim:
     attempts: int
 
 
-class Dispatcher:
+class Dispatcher(Poller):
     """Plans and sends deliveries every ``poll_seconds`` in a daemon thread.
 
     Several dispatchers may run on one database (API replicas): a delivery is sent by the one
@@ -396,6 +396,8 @@ class Dispatcher:
     with "database is locked" when API requests wrote since the read. A round that fails on the
     database is logged and the next round tries again; a claim it left expires after its lease.
     """
+
+    name = "livt-webhooks"
 
     def __init__(
         self,
@@ -406,39 +408,19 @@ class Dispatcher:
         backoff_seconds: float,
         timeout_seconds: float,
     ) -> None:
+        super().__init__(poll_seconds=poll_seconds)
         self.session_factory = session_factory
-        self.poll_seconds = poll_seconds
         self.max_attempts = max_attempts
         self.backoff_seconds = backoff_seconds
         self.timeout_seconds = timeout_seconds
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._http = httpx.Client(
             timeout=timeout_seconds, headers={"User-Agent": "livt-webhooks/1"}
         )
 
-    def start(self) -> None:
-        """Starts the thread (not when ``poll_seconds`` is 0: this process sends nothing)."""
-        if self.poll_seconds <= 0:
-            return
-        self._thread = threading.Thread(target=self._loop, name="livt-webhooks", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=self.timeout_seconds + 5)
+    def stop(self, timeout: float | None = None) -> None:
+        """Ends the loop after the current round (a POST in flight ends within its timeout)."""
+        super().stop(self.timeout_seconds + 5 if timeout is None else timeout)
         self._http.close()
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.run_once()
-            except SQLAlchemyError as exc:  # database away or busy: try again next round
-                logger.warning("webhook dispatcher: %s", exc)
-            except Exception:
-                logger.exception("webhook dispatcher round failed")
-            self._stop.wait(self.poll_seconds)
 
     def run_once(self) -> int:
         """One round: plan, then send what is due. Returns the number of POSTs made."""
@@ -446,7 +428,7 @@ class Dispatcher:
             plan(session)
         sent = 0
         for delivery_id in self._due():
-            if self._stop.is_set():
+            if self.stopping:
                 break
             sent += self._send(delivery_id)
         return sent

@@ -51,7 +51,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from bench.runs import Job, mean_std, run_all
+from bench.runs import Job, run_all
+from bench.stats import fmt_mean_std, mean_std
 from livt_core.contract import shot_groups
 from livt_core.data.fashion import read_idx
 from livt_core.data.longtail import longtail_counts
@@ -333,12 +334,6 @@ def vit_jobs(
     return jobs
 
 
-def _fmt(stat: dict[str, Any] | None) -> str:
-    if stat is None:
-        return "–"
-    return f"{stat['mean']:.1f} ± {stat['std']:.1f}"
-
-
 def summarise(
     variant: str, runs: dict[str, dict[str, Any]], classic: dict[str, Any], seeds: Sequence[int]
 ) -> dict[str, Any]:
@@ -454,7 +449,7 @@ def to_markdown(report: dict[str, Any]) -> str:
             "|---|---|---|---|---|",
         ]
         for m in METHODS:
-            cells = " | ".join(_fmt(v["rows"][m][k]) for k in METRICS)  # – : no run
+            cells = " | ".join(fmt_mean_std(v["rows"][m][k]) for k in METRICS)  # – : no run
             lines.append(f"| {METHOD_TEXT[m]} | {cells} |")
 
         def secs(values: Sequence[float | None], resumed: Sequence[bool] = ()) -> str:

@@ -44,7 +44,6 @@ import secrets
 import shlex
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import time
@@ -60,6 +59,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # `python bench/quality.py` from anywhere
     sys.path.insert(0, str(REPO))
 
+from bench.stats import fmt_mean_std, mean_std  # noqa: E402
 from livt.client import LivtApiError, LivtClient, Sweep  # noqa: E402
 
 logger = logging.getLogger("bench.quality")
@@ -351,18 +351,6 @@ def posthoc_jobs(client: LivtClient, ablation: Sweep, seed: int) -> dict[str, di
 # --------------------------------------------------------------------------- the report
 
 
-def _mean_std(values: Sequence[float]) -> dict[str, Any]:
-    std = statistics.stdev(values) if len(values) > 1 else None
-    return {"mean": statistics.fmean(values), "std": std, "n": len(values)}
-
-
-def _fmt(stat: dict[str, Any] | None) -> str:
-    if not stat or stat.get("mean") is None:
-        return "–"
-    std = stat.get("std")
-    return f"{stat['mean']:.1f} ± {std:.1f}" if std is not None else f"{stat['mean']:.1f}"
-
-
 def _row(sweep: Sweep, params: dict[str, Any]) -> dict[str, Any] | None:
     return next((r for r in sweep.table if r["params"] == params), None)
 
@@ -408,7 +396,7 @@ def posthoc_curves(
                     if point.get(metric) is not None:
                         slot[metric].append(float(point[metric]))
         curves[loss] = [
-            {"tau": tau, **{m: _mean_std(v) for m, v in slot.items() if v}}
+            {"tau": tau, **{m: mean_std(v) for m, v in slot.items() if v}}
             for tau, slot in sorted(entries.items())
         ]
         calibration = [r.extra.get("calibration") or {} for r in results if r is not None]
@@ -416,8 +404,8 @@ def posthoc_curves(
             curves[loss].append(
                 {
                     "calibration": {
-                        "ece": _mean_std([c["ece"] for c in calibration]),
-                        "ece_scaled": _mean_std([c["ece_scaled"] for c in calibration]),
+                        "ece": mean_std([c["ece"] for c in calibration]),
+                        "ece_scaled": mean_std([c["ece_scaled"] for c in calibration]),
                     }
                 }
             )
@@ -455,9 +443,9 @@ def compare_lines(report: dict[str, Any]) -> list[str]:
     out = []
     if untouched is not None:
         out.append(
-            f"- the τ = 0 model (CE) as trained: overall {_fmt(untouched['overall'])}, few "
-            f"{_fmt(untouched.get('few'))}; adjusted post hoc, best τ = {posthoc['tau']:g}: "
-            f"overall {_fmt(posthoc['overall'])}, few {_fmt(posthoc.get('few'))}"
+            f"- the τ = 0 model (CE) as trained: overall {fmt_mean_std(untouched['overall'])}, few "
+            f"{fmt_mean_std(untouched.get('few'))}; adjusted post hoc, best τ = {posthoc['tau']:g}: "
+            f"overall {fmt_mean_std(posthoc['overall'])}, few {fmt_mean_std(posthoc.get('few'))}"
         )
     for loss in TAU_LOSSES:
         rows = [
@@ -469,7 +457,7 @@ def compare_lines(report: dict[str, Any]) -> list[str]:
             best = max(rows, key=lambda r: r["overall"]["mean"])
             out.append(
                 f"- {loss}, best τ of the τ sweep = {best['params']['tau']:g}: overall "
-                f"{_fmt(best['overall'])}, few {_fmt(best['few'])} (trained with it)"
+                f"{fmt_mean_std(best['overall'])}, few {fmt_mean_std(best['few'])} (trained with it)"
             )
     return out
 
@@ -517,7 +505,7 @@ def to_markdown(report: dict[str, Any]) -> str:
                 continue
             lines.append(
                 f"| {loss} (τ = 0) | {point['tau']:g} | "
-                + " | ".join(_fmt(point.get(m)) for m in METRICS)
+                + " | ".join(fmt_mean_std(point.get(m)) for m in METRICS)
                 + " |"
             )
     lines.append("")
@@ -527,7 +515,7 @@ def to_markdown(report: dict[str, Any]) -> str:
         if cal:
             lines.append(
                 f"- {loss} (τ = 0), ECE before / after temperature scaling (fit on val): "
-                f"{_fmt(cal['ece'])} / {_fmt(cal['ece_scaled'])}"
+                f"{fmt_mean_std(cal['ece'])} / {fmt_mean_std(cal['ece_scaled'])}"
             )
     lines.append("")
     return "\n".join(lines)

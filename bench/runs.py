@@ -10,9 +10,7 @@ import logging
 import multiprocessing
 import os
 import resource
-import statistics
 import time
-from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
@@ -161,9 +159,3 @@ def run_all(jobs: dict[str, Job], parallel: int, threads: int) -> dict[str, dict
         raise
     pool.shutdown()
     return results
-
-
-def mean_std(values: Sequence[float]) -> dict[str, Any]:
-    """Mean and sample standard deviation (0 for one value) of ``values``."""
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return {"mean": statistics.fmean(values), "std": std, "values": list(values)}
