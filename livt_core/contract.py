@@ -46,6 +46,15 @@ ACTIVE_STATUSES = frozenset({"running", "cancelling"})
 #: How a run ends (the ``status`` of the ``end`` event).
 END_STATUSES: tuple[str, ...] = ("succeeded", "failed", "cancelled")
 
+# ------------------------------------------------------------------------- the environment
+
+#: The number of cores a launcher gives a training process (``livt_core.perf`` sizes torch's
+#: threads and the auto loader processes by it).
+JOB_CPUS_ENV = "LIVT_JOB_CPUS"
+#: The most loader processes an auto ``data.num_workers`` may start (the job service passes its
+#: site limit, which explicit values are checked against at submit).
+MAX_WORKERS_ENV = "LIVT_MAX_DATA_WORKERS"
+
 # ------------------------------------------------------------------------- the run folder
 
 CONFIG_FILE = "config.json"

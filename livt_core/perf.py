@@ -15,7 +15,8 @@ so a worker costs one core of the share and the step's torch threads get the res
 - ``data.num_workers: null`` (auto) and ``threads: null``: no worker on a 1-core share (a worker
   there would only take turns with the training step on the one core, and every batch would
   also be pickled across processes: loading in the training process does the same work without
-  that), else half the share, at most :data:`AUTO_MAX_WORKERS`; the step gets the rest.
+  that), else half the share, at most :data:`AUTO_MAX_WORKERS` (or ``$LIVT_MAX_DATA_WORKERS``
+  when lower: the site limit the job service passes); the step gets the rest.
 - auto workers with an explicit ``threads``: the cores the threads leave, at most
   :data:`AUTO_MAX_WORKERS` (0 when they leave none).
 - an explicit ``data.num_workers`` with ``threads: null``: the step gets the share less the
@@ -47,10 +48,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from livt_core.contract import JOB_CPUS_ENV, MAX_WORKERS_ENV
+
 logger = logging.getLogger(__name__)
 
-#: The environment variable through which a launcher gives a job its number of cores.
-JOB_CPUS_ENV = "LIVT_JOB_CPUS"
 
 COMPILE_MODES = ("auto", "on", "off")
 
@@ -86,6 +87,16 @@ def local_processes() -> int:
 AUTO_MAX_WORKERS = 4
 
 
+def auto_workers_cap() -> int:
+    """:data:`AUTO_MAX_WORKERS`, lowered to ``$LIVT_MAX_DATA_WORKERS`` when that is smaller."""
+    raw = os.environ.get(MAX_WORKERS_ENV, "").strip()
+    if raw.isdigit():
+        return min(AUTO_MAX_WORKERS, int(raw))
+    if raw:
+        logger.warning("ignoring %s=%r: not a non-negative integer", MAX_WORKERS_ENV, raw)
+    return AUTO_MAX_WORKERS
+
+
 def cpu_share() -> int:
     """Cores of this training process: :func:`available_cpus` divided among the local
     processes, at least 1."""
@@ -98,7 +109,7 @@ def auto_workers(share: int, threads: int | None = None) -> int:
     if share <= 1:
         return 0
     free = share // 2 if threads is None else share - threads
-    return max(0, min(AUTO_MAX_WORKERS, free))
+    return max(0, min(auto_workers_cap(), free))
 
 
 def default_threads(num_workers: int = 0) -> int:

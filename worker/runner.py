@@ -170,9 +170,16 @@ def job_cpu_env(env: dict[str, str], cpus: Sequence[int] | None) -> dict[str, st
     """
     if not cpus:
         return env
-    env = dict(env, LIVT_JOB_CPUS=str(len(cpus)))
+    env = dict(env, **{contract.JOB_CPUS_ENV: str(len(cpus))})
     env.setdefault("OMP_NUM_THREADS", str(len(cpus)))
     return env
+
+
+def site_env() -> dict[str, str]:
+    """What a training process learns of this site's limits from its environment: the most
+    loader processes its auto ``data.num_workers`` may start (``LIVT_MAX_DATA_WORKERS``, the
+    limit explicit values are checked against at submit)."""
+    return {contract.MAX_WORKERS_ENV: str(get_settings().max_data_workers)}
 
 
 def pin_to_cpus(pid: int, cpus: Sequence[int] | None) -> None:
@@ -308,7 +315,8 @@ class JobRunner:
         nproc = self._nproc()
         argv = self._command(nproc)
         env = job_cpu_env(
-            dict(os.environ, PYTHONUNBUFFERED="1", **device_env(self.devices)), self.cpus
+            dict(os.environ, PYTHONUNBUFFERED="1", **device_env(self.devices), **site_env()),
+            self.cpus,
         )
         # torchrun stops its own workers on SIGTERM; a single process is simply killed
         death = signal.SIGTERM if TORCHRUN in argv else signal.SIGKILL

@@ -166,10 +166,13 @@ def test_runs_match_run_directories_with_defaults_filled_in() -> None:
     # the notes only explain the settings: reworded notes do not orphan a run
     assert runs.same_config(config, {**on_disk, "recipe_notes": ["an older wording"]})
     # a stored loader-worker count matches the same count, not auto (which may differ)
-    auto = resolve_config(
-        "finetune", "fashion-mnist-lt", {"loss": "ce", "data": {"num_workers": None}}
+    fixed = resolve_config(
+        "finetune", "fashion-mnist-lt", {"loss": "ce", "data": {"num_workers": 1}}
     )
-    assert on_disk["data"]["num_workers"] == 1 and not runs.same_config(auto, on_disk)
+    assert on_disk["data"]["num_workers"] is None and not runs.same_config(
+        config, fixed.model_dump(mode="json")
+    )
+    assert runs.same_config(fixed, fixed.model_dump(mode="json"))
 
 
 def test_runs_reject_a_dependency_on_a_missing_run(tmp_path: Path) -> None:

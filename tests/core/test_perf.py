@@ -19,7 +19,7 @@ from timm.layers import set_fused_attn
 from timm.models.vision_transformer import Attention
 from torch.utils.data import DataLoader, Dataset
 
-from livt_core.config import resolve_config
+from livt_core.config import list_presets, resolve_config
 from livt_core.errors import ConfigError
 from livt_core.events import Callback
 from livt_core.models import create_model, list_models
@@ -110,6 +110,36 @@ def test_auto_never_oversubscribes_any_share(monkeypatch: pytest.MonkeyPatch) ->
             assert plan.threads >= 1 and 0 <= plan.num_workers <= AUTO_MAX_WORKERS
             assert plan.threads + plan.num_workers <= cpus, (cpus, threads, plan)
             assert plan.num_workers == 0 or cpus > 1
+
+
+def test_a_launchers_limit_caps_auto_loader_processes(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    monkeypatch.setenv(JOB_CPUS_ENV, "16")
+    assert plan_cpus(None, None).num_workers == AUTO_MAX_WORKERS
+    for limit, workers in (("2", 2), ("0", 0), ("9", AUTO_MAX_WORKERS)):
+        monkeypatch.setenv("LIVT_MAX_DATA_WORKERS", limit)
+        plan = plan_cpus(None, None)
+        assert (plan.num_workers, plan.threads) == (workers, 16 - workers)
+    assert plan_cpus(None, 6).num_workers == 6  # explicit values were checked at submit
+    monkeypatch.setenv("LIVT_MAX_DATA_WORKERS", "many")
+    with caplog.at_level(logging.WARNING, logger="livt_core.perf"):
+        assert plan_cpus(None, None).num_workers == AUTO_MAX_WORKERS
+    assert "LIVT_MAX_DATA_WORKERS" in caplog.text
+
+
+def test_no_preset_oversubscribes_a_share(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every preset's threads and loader processes fit every share from 1 core up (a preset
+    that fixed both would make a 1-core job's processes take turns on the core)."""
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    for preset in list_presets():
+        for kind in ("pretrain", "finetune", "evaluate"):
+            cfg = resolve_config(kind, preset)
+            for cpus in range(max(1, cfg.threads or 1), 17):
+                monkeypatch.setenv(JOB_CPUS_ENV, str(cpus))
+                plan = plan_cpus(cfg.threads, cfg.data.num_workers)
+                assert not plan.oversubscribed, (preset, kind, cpus, plan)
 
 
 def test_explicit_workers_are_respected_and_an_excess_warns_once(

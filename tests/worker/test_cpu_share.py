@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from worker.context import WorkerContext, cpu_slots, worker_cpus
-from worker.runner import job_cpu_env, pin_to_cpus, spawn_tied_to_parent
+from worker.runner import job_cpu_env, pin_to_cpus, site_env, spawn_tied_to_parent
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -66,6 +66,21 @@ def test_env_gives_the_job_its_core_count() -> None:
     assert job_cpu_env({"A": "1"}, None) == {"A": "1"}
     assert job_cpu_env({}, (2, 3)) == {"LIVT_JOB_CPUS": "2", "OMP_NUM_THREADS": "2"}
     assert job_cpu_env({"OMP_NUM_THREADS": "1"}, (2, 3))["OMP_NUM_THREADS"] == "1"
+
+
+def test_env_gives_the_job_the_sites_loader_limit(settings, monkeypatch) -> None:
+    """The run's auto loader processes stay within ``LIVT_MAX_DATA_WORKERS`` as explicit
+    values must at submit: the worker passes the site's limit on."""
+    from livt_core.perf import plan_cpus
+    from livt_service.settings import get_settings
+
+    monkeypatch.setenv("LIVT_MAX_DATA_WORKERS", "1")
+    get_settings.cache_clear()
+    env = site_env()
+    assert env == {"LIVT_MAX_DATA_WORKERS": "1"}
+    monkeypatch.setenv("LIVT_JOB_CPUS", "16")
+    assert plan_cpus(None, None).num_workers == 1  # 4 without the limit
+    assert plan_cpus(None, None).threads == 15
 
 
 #: In the training process: its affinity, torch's default threads for a run with 2 loader
