@@ -89,6 +89,12 @@ class Settings(BaseSettings):
         "except the one later stages start from (finetune: checkpoint-best.pth, pretrain: "
         "checkpoint-last.pth); unset: checkpoints are kept until the job is deleted",
     )
+    warm_start: bool = Field(
+        True,
+        description="fork single-process training runs from a launcher process that has torch "
+        "and the engine imported (worker.zygote): the first step comes seconds sooner, for "
+        "about 0.7 GB more worker memory; off: every run starts a fresh interpreter",
+    )
     heartbeat_seconds: float = Field(5.0, gt=0)
     worker_lost_seconds: float = Field(60.0, gt=0)
     pending_workers_ttl_seconds: float = Field(

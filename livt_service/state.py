@@ -743,6 +743,21 @@ def requeue_interrupted(job: ClaimedJob, *, enqueue: Enqueue | None = None) -> b
     return bool(requeued)
 
 
+def requeue_host_lost(job: ClaimedJob, message: str, *, enqueue: Enqueue | None = None) -> bool:
+    """The process that hosted the job's run died under it (the worker's warm-start launcher,
+    whose runs die with it): the attempt ends as ``worker_lost`` and counts as one of the job's
+    lost workers (the third fails it); the job resumes from its last checkpoint."""
+    requeued = _requeue_each(
+        [job.id],
+        extra=_fence(job),
+        message_for=lambda _: message,
+        outcome="worker_lost",
+        count_as_lost=True,
+        enqueue=enqueue,
+    )
+    return bool(requeued)
+
+
 def _requeue_each(
     job_ids: Iterable[str],
     *,

@@ -20,6 +20,10 @@ job requeued, to resume from its last checkpoint on the next worker.
 The same round looks after dataset profilings (``livt_service.datasets``): a profiling whose
 worker stopped reporting gets its next try, one whose message the broker lost is sent again.
 
+The worker's warm-start launcher (``worker.zygote``, unless ``LIVT_WARM_START=0``) starts at
+``worker_init``, in the background (jobs start cold until it is ready), and stops at
+``worker_shutdown``; each round starts it again if it died.
+
 With ``LIVT_RETENTION_KEEP_BEST_DAYS`` set, the same thread (at most every ten minutes) deletes
 the checkpoints of jobs that succeeded that many days ago, except the one later stages start
 from (``livt_service.state.prune_checkpoints``); failed and cancelled jobs keep theirs, since a
@@ -41,6 +45,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from livt_service import datasets, slots, state
 from livt_service.queue import PROFILE_DATASET_TASK, live_job_ids
 from livt_service.settings import get_settings
+from worker import zygote
 from worker.context import WorkerContext, configure, get_context, node_name, worker_address
 
 logger = logging.getLogger(__name__)
@@ -76,6 +81,10 @@ class Janitor(threading.Thread):
     def tick(self) -> list[str]:
         """One round; returns the ids of the jobs it requeued (or ended)."""
         ctx = self.context
+        try:
+            zygote.keep_alive()
+        except Exception:
+            logger.exception("janitor: could not restart the warm-start launcher")
         try:
             state.worker_heartbeat(ctx.worker_id, ctx.queues, ctx.gpus, worker_address())
             handled = state.requeue_lost_jobs(self.lost_after)
@@ -189,6 +198,8 @@ def _on_worker_init(sender: Any = None, **_: Any) -> None:
     )
     context.shutdown.clear()
     start_up(context)
+    if get_settings().warm_start:
+        zygote.start_launcher()
 
 
 @worker_ready.connect
@@ -220,6 +231,7 @@ def _on_worker_shutdown(**_: Any) -> None:
     if _janitor is not None:
         _janitor.stop()
         _janitor = None
+    zygote.stop_launcher()
     context = get_context()
     if context is None:
         return

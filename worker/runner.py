@@ -2,11 +2,18 @@
 
 The training itself is ``python -m livt_core train <kind> ...`` (or the same under
 ``torch.distributed.run`` when the job asks for several processes), started in its own process
-group with ``PR_SET_PDEATHSIG`` so that it dies with the worker. :class:`JobRunner` follows the
-run's event stream and output lines, hands them to a :class:`~worker.observer.RunObserver` (which
-turns them into database batches and, at the end, the job's outcome), and about once a second
-writes the pending batch (progress, metric points, log lines, artifacts, heartbeat) and reads back
-the cancellation flag.
+group with ``PR_SET_PDEATHSIG`` so that it dies with the worker. A single-process run starts
+warm where it can: forked from the worker's launcher, which has torch and the engine imported
+(``worker.zygote``), seconds sooner at its first step; otherwise (``LIVT_WARM_START=0``,
+``torchrun``, no launcher ready, an environment the launcher cannot reproduce) it starts cold,
+in a fresh interpreter, with a WARNING in the job's log saying why. The job's log says which
+(``training process N started (warm start, ...)``). A launcher that dies during a run takes the
+run with it; the job is then requeued as a lost worker's (``state.requeue_host_lost``).
+
+:class:`JobRunner` follows the run's event stream and output lines, hands them to a
+:class:`~worker.observer.RunObserver` (which turns them into database batches and, at the end,
+the job's outcome), and about once a second writes the pending batch (progress, metric points,
+log lines, artifacts, heartbeat) and reads back the cancellation flag.
 
 Files are fenced per attempt like the database rows (``livt_core.fence``): before it starts its
 child, the runner takes the run folder over for its attempt, and the child (``--attempt N``)
@@ -57,6 +64,7 @@ from worker.observer import (
     failure_from_exit,
     output_record,
 )
+from worker.zygote import Launcher, WarmProcess, WarmStartUnavailable, current_launcher
 
 __all__ = [
     "EXIT_CANCELLED",
@@ -221,6 +229,9 @@ class JobRunner:
         cpus: the cores the run may use (its share of the worker's, see
             ``worker.context.cpu_slots``); None leaves affinity and thread counts alone.
         tracker: logs the finished attempt to MLflow (default: ``LIVT_MLFLOW_TRACKING_URI``).
+        launcher: the warm-start launcher single-process runs are forked from (default: this
+            worker's, ``worker.zygote.current_launcher``).
+        warm_start: whether to start warm at all (default: ``LIVT_WARM_START``).
     """
 
     def __init__(
@@ -234,8 +245,12 @@ class JobRunner:
         paths: PathPolicy | None = None,
         cpus: Sequence[int] | None = None,
         tracker: MlflowTracker | None = None,
+        launcher: Launcher | None = None,
+        warm_start: bool | None = None,
     ) -> None:
         self.job = job
+        self.warm_start = get_settings().warm_start if warm_start is None else warm_start
+        self.launcher = launcher if launcher is not None else current_launcher()
         self.cpus = list(cpus) if cpus else None
         #: MLflow tracking of the finished attempt (default: ``LIVT_MLFLOW_TRACKING_URI``)
         self.tracker = tracker if tracker is not None else tracker_from_settings()
@@ -252,7 +267,7 @@ class JobRunner:
         self.stop: _Stop | None = None
         self.ended_at: float | None = None
         self._end_terminated = False
-        self.proc: subprocess.Popen | None = None
+        self.proc: subprocess.Popen | WarmProcess | None = None
         self.readers: list[threading.Thread] = []
 
     # ------------------------------------------------------------------ public
@@ -311,26 +326,32 @@ class JobRunner:
         """The child's command line (multi-node runs change it: ``worker.gang``)."""
         return training_command(self.job, self.run_dir, nproc, self.paths)
 
-    def _launch(self) -> subprocess.Popen:
+    def _launch(self) -> subprocess.Popen | WarmProcess:
         nproc = self._nproc()
         argv = self._command(nproc)
         env = job_cpu_env(
             dict(os.environ, PYTHONUNBUFFERED="1", **device_env(self.devices), **site_env()),
             self.cpus,
         )
-        # torchrun stops its own workers on SIGTERM; a single process is simply killed
-        death = signal.SIGTERM if TORCHRUN in argv else signal.SIGKILL
-        self.proc = spawn_tied_to_parent(
-            argv,
-            death_signal=death,
-            cwd=self.run_dir,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-        )
-        pin_to_cpus(self.proc.pid, self.cpus)
+        asked = time.monotonic()
+        self.proc = self._start_warm(argv, env)
+        how = "warm"
+        if self.proc is None:
+            how = "cold"
+            # torchrun stops its own workers on SIGTERM; a single process is simply killed
+            death = signal.SIGTERM if TORCHRUN in argv else signal.SIGKILL
+            self.proc = spawn_tied_to_parent(
+                argv,
+                death_signal=death,
+                cwd=self.run_dir,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+            )
+            pin_to_cpus(self.proc.pid, self.cpus)
+        took = time.monotonic() - asked
         for stream, level in ((self.proc.stdout, "INFO"), (self.proc.stderr, "WARNING")):
             reader = threading.Thread(
                 target=_pump, args=(stream, self.lines, level), daemon=True, name="job-output"
@@ -338,10 +359,29 @@ class JobRunner:
             reader.start()
             self.readers.append(reader)
         shown = "" if self.devices is None else f" (CUDA_VISIBLE_DEVICES={','.join(self.devices)})"
-        self.log(f"training process {self.proc.pid} started{shown}: {' '.join(argv[1:])}")
+        self.log(
+            f"training process {self.proc.pid} started{shown} ({how} start, {took:.3f} s): "
+            f"{' '.join(argv[1:])}"
+        )
         return self.proc
 
-    def _follow(self, proc: subprocess.Popen) -> None:
+    def _start_warm(self, argv: list[str], env: dict[str, str]) -> WarmProcess | None:
+        """The run forked from the warm-start launcher, or None (logged: why it starts cold)."""
+        if not self.warm_start:
+            reason = "warm start is off (LIVT_WARM_START=0)"
+        elif TORCHRUN in argv:
+            reason = "a run of several processes (torch.distributed.run) starts cold"
+        elif self.launcher is None:
+            reason = "this worker runs no warm-start launcher"
+        else:
+            try:
+                return self.launcher.spawn(argv, env=env, cwd=self.run_dir, cpus=self.cpus)
+            except WarmStartUnavailable as exc:
+                reason = str(exc)
+        self.log(f"starting the training process cold: {reason}", "WARNING")
+        return None
+
+    def _follow(self, proc: subprocess.Popen | WarmProcess) -> None:
         last_write = 0.0
         while True:
             try:
@@ -473,8 +513,10 @@ class JobRunner:
 
     # ------------------------------------------------------------------ the end
 
-    def _conclude(self, proc: subprocess.Popen) -> str:
+    def _conclude(self, proc: subprocess.Popen | WarmProcess) -> str:
         rc = proc.returncode
+        assert rc is not None
+        launcher_lost = isinstance(proc, WarmProcess) and proc.launcher_lost
         # stray processes of the run (data loader workers, torchrun ranks) go with it; then the
         # output pipes close and the readers deliver the last lines
         self._signal_group(signal.SIGKILL)
@@ -484,10 +526,28 @@ class JobRunner:
         if self._superseded():
             self._request_stop("lost", "a later attempt took over the run folder")
         why = self.stop.why if self.stop is not None else None
-        if why != "lost":
+        if why != "lost" and launcher_lost:
+            self.log(
+                "the warm-start launcher died during the run and the training process with it",
+                "WARNING",
+            )
+        elif why != "lost":
             level = "INFO" if rc == 0 else "WARNING"
             self.log(f"training process exited with status {rc}", level)
         conclusion = self.observer.conclude(rc, why)
+        if (
+            launcher_lost
+            and conclusion.outcome is not None
+            and conclusion.outcome.status == "failed"
+        ):
+            # not the run's failure: the job goes back to the queue as a lost worker's would
+            self._write_pending()
+            state.requeue_host_lost(
+                self.job,
+                f"the warm-start launcher of worker {self.job.worker_id} died during the run",
+                enqueue=self.enqueue,
+            )
+            return state.job_status(self.job.id) or "unknown"
         return self._apply(conclusion)
 
     def _apply(self, conclusion: Conclusion) -> str:

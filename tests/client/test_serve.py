@@ -17,13 +17,13 @@ from tests.worker.test_support import (
     get_job,
     log_messages,
     metric_epochs,
-    parent_pid,
     process_gone,
     resumed_epochs,
     training_pids,
     wait_checkpoint,
     wait_status,
     wait_until,
+    worker_of,
 )
 
 pytestmark = pytest.mark.slow
@@ -102,7 +102,7 @@ def test_killed_worker_is_restarted_and_the_job_resumes(
     job = _submit(http, {**LONG_FINETUNE, "name": "embedded-kill"})
     wait_checkpoint(server.data_dir / "artifacts" / job["id"], timeout=240)
     [child] = training_pids(log_messages(http, job["id"]))
-    worker = parent_pid(child)
+    worker = worker_of(child)
 
     os.kill(worker, signal.SIGKILL)
     # PR_SET_PDEATHSIG: the training process dies with its worker

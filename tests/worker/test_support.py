@@ -96,6 +96,16 @@ def parent_pid(pid: int) -> int:
     return int(stat.rsplit(")", 1)[1].split()[1])
 
 
+def worker_of(child: int) -> int:
+    """The worker process supervising training process ``child``: its parent, or, for a run
+    started warm (forked by the worker's launcher, ``python -m worker.zygote``), the
+    launcher's parent."""
+    parent = parent_pid(child)
+    if b"worker.zygote" in Path(f"/proc/{parent}/cmdline").read_bytes().split(b"\0"):
+        return parent_pid(parent)
+    return parent
+
+
 def process_gone(pid: int) -> bool:
     """True once ``pid`` has exited (a zombie waiting to be reaped counts as gone)."""
     try:
