@@ -228,6 +228,21 @@ def test_service_smoke(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_first_step_smoke(tmp_path: Path) -> None:
+    # two real `livt serve`, warm start on and off, one timed job each
+    _run("first_step.py", "--out-dir", str(tmp_path), "--port", "18170")
+    report = json.loads((tmp_path / "first_step.json").read_text())
+    assert report["command"].startswith("python bench/first_step.py --smoke")
+    assert report["launcher_ready_s"] > 0
+    for how in ("warm", "cold"):
+        [row] = report["rows"][how]
+        assert row["start"] == how, row
+        assert 0 < row["running_s"] <= row["first_progress_s"], row
+    assert math.isfinite(report["cold_over_warm"]) and report["cold_over_warm"] > 0
+    assert "cold / warm" in (tmp_path / "first_step.md").read_text()
+
+
+@pytest.mark.slow
 def test_owndata_quality_smoke(tmp_path: Path) -> None:
     # tiny generated folder, two steps per stage: the zero-config pipeline, CE, LR and SVC
     _run("owndata_quality.py", "--variants", "rgb32", "--work-dir", str(tmp_path / "runs"),
