@@ -125,6 +125,23 @@ def _pids(name: str) -> set[int]:
     return {int(p) for p in done.stdout.split() if not process_gone(int(p))}
 
 
+def _worker_processes(worker_pid: int) -> set[int]:
+    """The worker and its warm-start launcher (``python -m worker.zygote``, a child of the
+    worker that outlives the runs it forks): what a host runs between jobs."""
+    pids = {worker_pid}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == worker_pid and b"worker.zygote" in cmdline:
+            pids.add(int(entry.name))
+    return pids
+
+
 def _kill_namespace_processes(name: str) -> None:
     for pid in _pids(name):
         try:
@@ -336,11 +353,12 @@ def test_a_killed_node_ends_the_attempt_everywhere_and_the_job_resumes(cluster, 
         what="every training process of attempt 1 to exit",
     )
     # no orphan on either host: the victim's namespace is empty, the survivor's holds its worker
+    # (and the worker's warm-start launcher)
     wait_until(lambda: not _pids(victim.name), timeout=30, what=f"{victim.name} to be empty")
     wait_until(
-        lambda: _pids(survivor.name) <= {survivor.process.pid},
+        lambda: _pids(survivor.name) <= _worker_processes(survivor.process.pid),
         timeout=30,
-        what=f"only the worker to be left in {survivor.name}",
+        what=f"only the worker and its launcher to be left in {survivor.name}",
     )
     victim.start_worker()  # the host comes back: a fresh gang forms for attempt 2
     job = _wait_finished(job_id, 180)
