@@ -34,7 +34,7 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.service import TINY_JOB, Server, _cpu, _env  # noqa: E402
+from bench.service import TINY_JOB, Server, _cpu, _env, submit_to_first_progress  # noqa: E402
 
 _STARTED = re.compile(r"training process \d+ started.*\((warm|cold) start, ([\d.]+) s\)")
 
@@ -68,29 +68,8 @@ def _wait_launcher(log: Path, timeout: float) -> float | None:
 
 def submit_once(client: httpx.Client, index: int, timeout: float = 180.0) -> dict[str, Any]:
     """One job from submit to first progress (then cancelled); how its process started."""
-    spec = {**TINY_JOB, "name": f"bench first step {index}"}
-    start = time.perf_counter()
-    response = client.post("/jobs", json=spec)
-    response.raise_for_status()
-    job_id = response.json()["id"]
-    t_running = t_progress = None
-    job: dict[str, Any] = {}
-    while time.perf_counter() - start < timeout:
-        job = client.get(f"/jobs/{job_id}").json()
-        now = time.perf_counter() - start
-        if t_running is None and job["status"] != "queued":
-            t_running = now
-        if job["progress"] is not None:
-            t_progress = now
-            break
-        if job["status"] in ("failed", "cancelled", "succeeded"):
-            break
-        time.sleep(0.01)
-    if t_running is None or t_progress is None:
-        raise RuntimeError(f"job {job_id} showed no progress: {job}")
-    client.post(f"/jobs/{job_id}/cancel")
-    while client.get(f"/jobs/{job_id}").json()["status"] not in ("cancelled", "succeeded"):
-        time.sleep(0.1)
+    timed = submit_to_first_progress(client, f"bench first step {index}", timeout)
+    job_id, t_running, t_progress = timed.job_id, timed.running, timed.progress
     lines = client.get(f"/jobs/{job_id}/logs", params={"limit": 1000}).json()
     messages = [line["message"] for line in lines.get("lines", lines.get("items", []))]
     how, spawn = "unknown", None

@@ -343,6 +343,45 @@ def measure_endpoints(
     return rows
 
 
+@dataclass(frozen=True)
+class Submitted:
+    """Seconds from ``POST /jobs`` to its answer, to ``running`` and to the first progress."""
+
+    job_id: str
+    posted: float
+    running: float
+    progress: float
+
+
+def submit_to_first_progress(client: httpx.Client, name: str, timeout: float) -> Submitted:
+    """Submits a small job named ``name``, polls it every 10 ms until it shows progress, then
+    cancels it and waits until it ended."""
+    start = time.perf_counter()
+    response = client.post("/jobs", json={**TINY_JOB, "name": name})
+    response.raise_for_status()
+    t_posted = time.perf_counter() - start
+    job_id = response.json()["id"]
+    t_running = t_progress = None
+    job: dict[str, Any] = {}
+    while time.perf_counter() - start < timeout:
+        job = client.get(f"/jobs/{job_id}").json()
+        now = time.perf_counter() - start
+        if t_running is None and job["status"] != "queued":
+            t_running = now
+        if job["progress"] is not None:
+            t_progress = now
+            break
+        if job["status"] in ("failed", "cancelled", "succeeded"):
+            break
+        time.sleep(0.01)
+    if t_running is None or t_progress is None:
+        raise RuntimeError(f"job {job_id} showed no progress: {job}")
+    client.post(f"/jobs/{job_id}/cancel")
+    while client.get(f"/jobs/{job_id}").json()["status"] not in ("cancelled", "succeeded"):
+        time.sleep(0.1)
+    return Submitted(job_id, t_posted, t_running, t_progress)
+
+
 def measure_submits(
     api: str, token: str, repeats: int, *, warm_up: bool = True, timeout: float = 180.0
 ) -> dict[str, Any]:
@@ -356,29 +395,8 @@ def measure_submits(
     with httpx.Client(base_url=api, headers=headers, timeout=30) as client:
         first = 0 if warm_up else 1
         for index in range(first, repeats + 1):
-            spec = {**TINY_JOB, "name": f"bench submit {index}"}
-            start = time.perf_counter()
-            response = client.post("/jobs", json=spec)
-            response.raise_for_status()
-            t_posted = time.perf_counter() - start
-            job_id = response.json()["id"]
-            t_running = t_progress = None
-            while time.perf_counter() - start < timeout:
-                job = client.get(f"/jobs/{job_id}").json()
-                now = time.perf_counter() - start
-                if t_running is None and job["status"] != "queued":
-                    t_running = now
-                if job["progress"] is not None:
-                    t_progress = now
-                    break
-                if job["status"] in ("failed", "cancelled", "succeeded"):
-                    break
-                time.sleep(0.01)
-            if t_running is None or t_progress is None:
-                raise RuntimeError(f"job {job_id} showed no progress: {job}")
-            client.post(f"/jobs/{job_id}/cancel")
-            while client.get(f"/jobs/{job_id}").json()["status"] not in ("cancelled", "succeeded"):
-                time.sleep(0.1)
+            timed = submit_to_first_progress(client, f"bench submit {index}", timeout)
+            t_posted, t_running, t_progress = timed.posted, timed.running, timed.progress
             if index > 0:
                 running.append(t_running)
                 progress.append(t_progress)

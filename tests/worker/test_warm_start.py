@@ -297,10 +297,9 @@ def test_signals_reach_the_runs_process_group(launcher: Launcher, tmp_path: Path
     wait_until(lambda: all(process_gone(p) for p in loader), timeout=10, what="the loader")
 
 
-@pytest.mark.slow
-def test_a_warm_job_is_cancelled_at_its_next_step(
-    settings: Settings, db, make_job, launcher: Launcher
-) -> None:
+def _run_until_progress(db, make_job, launcher: Launcher):
+    """A long pretrain job run warm by a JobRunner in a thread, once it showed progress:
+    ``(claim, runner, thread, outcome)``; ``outcome`` gets the runner's final status."""
     claim = _claim(make_job, LONG_PRETRAIN)
     runner = JobRunner(claim, heartbeat_seconds=1, launcher=launcher, warm_start=True)
     outcome: list[str] = []
@@ -312,6 +311,14 @@ def test_a_warm_job_is_cancelled_at_its_next_step(
             return session.get(Job, claim.id).progress is not None
 
     wait_until(progressed, timeout=120, what="the job's first progress")
+    return claim, runner, thread, outcome
+
+
+@pytest.mark.slow
+def test_a_warm_job_is_cancelled_at_its_next_step(
+    settings: Settings, db, make_job, launcher: Launcher
+) -> None:
+    claim, runner, thread, outcome = _run_until_progress(db, make_job, launcher)
     assert isinstance(runner.proc, WarmProcess)
     with db() as session:
         state.request_cancel(session, session.get(Job, claim.id), by="test")
@@ -334,17 +341,7 @@ def test_the_run_dies_with_its_launcher(own_launcher: Launcher, tmp_path: Path) 
 def test_a_launcher_killed_mid_run_requeues_the_job_and_the_next_starts_cold(
     settings: Settings, db, make_job, own_launcher: Launcher
 ) -> None:
-    claim = _claim(make_job, LONG_PRETRAIN)
-    runner = JobRunner(claim, heartbeat_seconds=1, launcher=own_launcher, warm_start=True)
-    outcome: list[str] = []
-    thread = threading.Thread(target=lambda: outcome.append(runner.run()))
-    thread.start()
-
-    def progressed() -> bool:
-        with db() as session:
-            return session.get(Job, claim.id).progress is not None
-
-    wait_until(progressed, timeout=120, what="the job's first progress")
+    claim, runner, thread, outcome = _run_until_progress(db, make_job, own_launcher)
     assert own_launcher.proc is not None
     own_launcher.proc.kill()
     thread.join(60)
