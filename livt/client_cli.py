@@ -746,16 +746,18 @@ class _ProgressPrinter:
     def __init__(self, out: TextIO) -> None:
         self.out = out
         self.tty = out.isatty()
-        self.last = ""
+        self.last: tuple[str, str] | None = None
         self.bar: Any = None
 
     def __call__(self, job: Job) -> None:
-        text = f"{job.id} {job.status:<10} {_progress_line(job)}".rstrip()
+        progress = _progress_line(job)
+        text = f"{job.id} {job.status:<10} {progress}".rstrip()
+        key = (job.status, _coarse(progress))
         if self.tty:
             self._draw(job)
-        elif _coarse(text) != _coarse(self.last):
+        elif key != self.last:
             print(text, file=self.out, flush=True)
-        self.last = text
+        self.last = key
 
     def _draw(self, job: Job) -> None:
         from tqdm import tqdm
@@ -787,9 +789,10 @@ class _ProgressPrinter:
             self.bar = None
 
 
-def _coarse(text: str) -> str:
-    """A progress line without its ever-changing figures: logs get a line per status/epoch."""
-    return text.split("%")[-1].split("loss")[0] if "epoch" in text else text
+def _coarse(progress: str) -> str:
+    """A progress line without its ever-changing figures (bar, percentage, loss, ETA): with
+    the status, a log gets a line per status or epoch change."""
+    return progress.split("%")[-1].split("loss")[0] if "epoch" in progress else progress
 
 
 def _wait_and_report(
