@@ -508,7 +508,21 @@ def run_mode(mode: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "log_lines": args.log_lines,
         "rows": rows,
         "submits": submits,
+        "warm_start": warm_start_on(_env(env)),
     }
+
+
+def warm_start_on(env: dict[str, str]) -> bool:
+    """Whether the service started with ``env`` forks its runs from the warm-start launcher
+    (``LIVT_WARM_START``, on by default; ``bench/first_step.py`` compares both)."""
+    from pydantic import TypeAdapter
+
+    from livt_service.settings import Settings
+
+    value = env.get("LIVT_WARM_START")
+    if value is None:
+        return bool(Settings.model_fields["warm_start"].default)
+    return TypeAdapter(bool).validate_python(value)
 
 
 def _mode_database(
@@ -576,7 +590,8 @@ def summarise(report: dict[str, Any]) -> list[str]:
             + ", ".join(f"×{v:.2f} at {c}" for c, v in deep_ratio.items())
             + f" (target ≤ 1.5); submit → running median {submits['running_median_s']:.3f} s"
             f", submit → first progress median {submits['first_progress_median_s']:.2f} s "
-            f"({submits['repeats']} jobs)"
+            f"({submits['repeats']} jobs, warm start "
+            f"{'on' if mode.get('warm_start', True) else 'off'})"
         )
     return lines
 

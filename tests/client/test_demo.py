@@ -20,7 +20,7 @@ def test_demo_runs_the_pipeline_and_prints_the_table(tmp_path: Path) -> None:
     port = free_port()
     command = [sys.executable, "-m", "livt.cli", "demo", "--exit", "--port", str(port)]
     done = subprocess.run(
-        [*command, "--epochs-scale", "0.05", "--timeout", "600"],
+        [*command, "--epochs-scale", "0.02", "--timeout", "600"],
         env=server_env(tmp_path / "data"),
         capture_output=True,
         text=True,
@@ -29,7 +29,7 @@ def test_demo_runs_the_pipeline_and_prints_the_table(tmp_path: Path) -> None:
     output = done.stdout
     assert done.returncode == 0, f"{output}\n{done.stderr}"
     pre, fine = (
-        max(1, round(resolve_config(kind, "fashion-mnist-lt").epochs * 0.05))
+        max(1, round(resolve_config(kind, "fashion-mnist-lt").epochs * 0.02))
         for kind in ("pretrain", "finetune")
     )
     assert (

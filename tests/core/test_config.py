@@ -49,7 +49,7 @@ def test_preset_values_per_dataset():
     assert resolve_config("finetune", "imagenet-lt").effective_batch_size == 1024
     assert resolve_config("finetune", "cifar10-lt").layer_decay == 0.65
     assert resolve_config("finetune", "imagenet-lt").crop_scale == (0.08, 1.0)
-    assert resolve_config("finetune", "fashion-mnist-lt").crop_scale == (0.35, 1.0)
+    assert resolve_config("finetune", "fashion-mnist-lt").crop_scale == (0.8, 1.0)
     assert resolve_config("evaluate", "fashion-mnist-lt").threads == 1
     assert resolve_config("pretrain", "imagenet-lt").threads is None
 
