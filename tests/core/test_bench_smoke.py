@@ -217,6 +217,7 @@ def test_service_smoke(tmp_path: Path) -> None:
         assert math.isfinite(row["rps"]) and row["p99_ms"] >= row["p50_ms"] > 0, row
         if row["endpoint"] in ("GET /jobs/{id}", "GET /healthz"):
             assert row["baseline"]["requests"] > 0 and row["rps_ratio"] > 0, row
+    assert mode["warm_start"] is True  # the default
     submits = mode["submits"]
     assert 0 < submits["running_median_s"] <= submits["first_progress_median_s"]
     assert set(mode["summary"]) == {
