@@ -74,7 +74,7 @@ def test_named_preset_wins_and_the_evaluate_split_follows_the_data(client, user,
     response = _pipeline(client, user, stages)
     assert response.status_code == 201, response.text
     mgp, bft, evaluate = (job["config"] for job in response.json()["jobs"])
-    assert mgp["epochs"] == 15 and mgp["data"]["img_size"] == 28  # the preset's
+    assert mgp["epochs"] == 40 and mgp["data"]["img_size"] == 28  # the preset's
     assert mgp["recipe_notes"][0] == "preset fashion-mnist-lt: its settings replace the auto recipe"
     assert mgp["data"]["in_chans"] == 1 and len(mgp["data"]["mean"]) == 1  # fitted to the model
     assert evaluate["split"] == "test"
