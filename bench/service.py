@@ -515,14 +515,12 @@ def run_mode(mode: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
 def warm_start_on(env: dict[str, str]) -> bool:
     """Whether the service started with ``env`` forks its runs from the warm-start launcher
     (``LIVT_WARM_START``, on by default; ``bench/first_step.py`` compares both)."""
-    from pydantic import TypeAdapter
-
     from livt_service.settings import Settings
 
     value = env.get("LIVT_WARM_START")
     if value is None:
         return bool(Settings.model_fields["warm_start"].default)
-    return TypeAdapter(bool).validate_python(value)
+    return Settings(warm_start=value).warm_start  # parsed as the service parses it
 
 
 def _mode_database(

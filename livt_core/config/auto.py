@@ -21,8 +21,9 @@ The rules (each number's reason is in its note; ``docs/method.md`` lists them):
   (a power of two, at least 8, never more than the training set);
 - **epochs**: a target number of optimizer updates (MGP 1,500, BFT 6,000 for the CPU models),
   so a small set gets as many updates as a larger one (a 463-image set: 2,800 BFT updates, the
-  200-epoch cap) and a 100k set is not trained for hundreds of epochs; at least 5 and at most 400 (MGP) / 200 (BFT)
-  epochs. On Fashion-MNIST-LT 6,000 BFT updates gain 7 points over 2,000 (bench/README.md);
+  200-epoch cap) and a 100k set is not trained for hundreds of epochs; at least 5 and at most
+  400 (MGP) / 200 (BFT) epochs. On Fashion-MNIST-LT 6,000 BFT updates gain 7 points over 2,000
+  (bench/README.md);
 - **warmup**: 5 % of the epochs for MGP (the paper's 40 of 800), 10 % for BFT (10 of 100);
 - **augmentation by resolution**: up to 64 px, crops keeping 80-100 % of the area (about
   CIFAR's 4-px padded crop; 35-100 % crops cost 5 points on Fashion-MNIST-LT), flip, no
@@ -155,9 +156,9 @@ def augmentation(img_size: int, n_train: int) -> tuple[dict[str, Any], str]:
                 "cutmix": 0.0,
                 "reprob": 0.0,
             },
-            f"augmentation for {img_size} px: crops keep 80-100 % of the area (about CIFAR's "
-            "4-px padded crop), flip; no RandAugment, Mixup/CutMix or random erasing (they remove "
-            "too much of a small image)",
+            f"augmentation for {img_size} px: crops keep {100 * SMALL_CROP_SCALE[0]:.0f}-"
+            f"{100 * SMALL_CROP_SCALE[1]:.0f} % of the area (about CIFAR's 4-px padded crop), flip; no "
+            "RandAugment, Mixup/CutMix or random erasing (they remove too much of a small image)",
         )
     if img_size <= MID_IMAGE:
         return (
